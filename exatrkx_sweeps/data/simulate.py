@@ -417,8 +417,8 @@ def _cells(rng, det: Detector, mod, local_true, local_dir, is_noise):
     delta = local_dir[:, :2] * half[:, None]  # half the projected path on the (u, v) plane
     delta[is_noise] = rng.normal(0, 0.3, (is_noise.sum(), 2)) * np.column_stack([pu, pv])[is_noise]
     path_len = np.where(is_noise, t, 2 * half)
-    n_samples = np.clip(np.ceil(np.maximum(np.abs(2 * delta[:, 0]) / pu,
-                                           np.abs(2 * delta[:, 1]) / pv) * 3), 1, 200).astype(int) + 1  # fmt: skip
+    span = np.maximum(np.abs(2 * delta[:, 0]) / pu, np.abs(2 * delta[:, 1]) / pv)  # in cells
+    n_samples = np.clip(np.ceil(3 * span), 1, 200).astype(int) + 1
     hit = np.repeat(np.arange(len(mod)), n_samples)
     first = np.repeat(np.cumsum(n_samples) - n_samples, n_samples)
     frac = (np.arange(hit.size) - first + 0.5) / n_samples[hit] * 2 - 1  # in (-1, 1)

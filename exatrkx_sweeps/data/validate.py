@@ -54,8 +54,17 @@ REFERENCE: dict[str, Reference] = {
     "cells_per_hit_other": Reference(2.3, 0.8),
     **{
         f"hit_share_volume_{v}": Reference(s, max(0.25 * s, 0.015))
-        for v, s in {7: 0.13, 8: 0.24, 9: 0.13, 12: 0.07, 13: 0.23, 14: 0.06,
-                     16: 0.03, 17: 0.08, 18: 0.03}.items()  # fmt: skip
+        for v, s in {
+            7: 0.13,
+            8: 0.24,
+            9: 0.13,
+            12: 0.07,
+            13: 0.23,
+            14: 0.06,
+            16: 0.03,
+            17: 0.08,
+            18: 0.03,
+        }.items()  # fmt: skip
     },
 }
 

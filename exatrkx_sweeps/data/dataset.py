@@ -1,0 +1,261 @@
+"""Events -> processed graphs: features, truth, selections, splits and an on-disk cache.
+
+A processed event is a ``torch_geometric.data.Data`` holding every hit of the event
+(noise included) with:
+
+* node level (N): ``x`` (r/1000, phi/pi, z/1000), ``cell`` (9 cell features), ``pos``
+  (x, y, z in mm), ``hit_id``, ``pid`` (0 = noise), ``pt`` / ``eta`` of the hit's
+  particle, ``weight`` (TrackML), ``layer`` and ``module`` keys, ``vr`` / ``vz`` (the
+  particle's production vertex, mm), ``dist`` (from that vertex, mm), ``noise_rank``;
+* edges: ``track_edges`` (module-wise truth, 2 x E) and ``layer_edges`` (layer-wise);
+* particle table: ``p_pid``, ``p_pt``, ``p_eta``, ``p_nhits`` (hits in this view).
+
+:func:`select` gives the view a run trains or tests on: hits of particles above a pT cut
+and a share of the nominal noise. Splits are disjoint ranges of event ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from . import features, noise, truth
+from .geometry import Detector
+from .trackml import Event, TrackMLFormatError, list_events, read_detectors, read_event
+
+PROCESSING_VERSION = "1"
+SPLITS = ("train", "val", "test")
+_NODE_KEYS = (
+    "x", "cell", "pos", "hit_id", "pid", "pt", "eta", "weight", "layer", "module",
+    "vr", "vz", "dist", "noise_rank",
+)  # fmt: skip
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a))  # a writable copy
+
+
+def process_event(event: Event, detector: Detector, seed: int = 0) -> Data:
+    """Full processed event (all hits, all noise) from an official-format event."""
+    hits = event.hits.merge(event.truth, on="hit_id", how="left", validate="one_to_one")
+    parts = event.particles.set_index("particle_id")
+    pid = hits.particle_id.to_numpy(np.int64)
+    is_noise = pid == 0
+    pt_all = np.hypot(parts.px, parts.py).to_numpy()
+    p_abs = np.sqrt(pt_all**2 + parts.pz.to_numpy() ** 2)
+    eta_all = np.arctanh(np.clip(parts.pz.to_numpy() / np.maximum(p_abs, 1e-12), -0.999999, 0.999999))
+    known = np.isin(pid, parts.index.to_numpy()) | is_noise
+    if not known.all():
+        raise TrackMLFormatError(
+            f"{event.name}-truth: {int((~known).sum())} hits belong to particle ids absent from "
+            f"the particles file (e.g. {int(pid[~known][0])})."
+        )
+    loc = parts.index.get_indexer(pid)
+    sig = ~is_noise
+    pt = np.where(sig, pt_all[loc], 0.0)
+    eta = np.where(sig, eta_all[loc], 0.0)
+    v = parts[["vx", "vy", "vz"]].to_numpy()[loc]
+    v[is_noise] = 0.0
+    xyz = hits[["x", "y", "z"]].to_numpy(float)
+    dist = np.linalg.norm(xyz - v, axis=1)
+    mkey = truth.module_key(hits.volume_id, hits.layer_id, hits.module_id)
+    lkey = truth.layer_key(hits.volume_id, hits.layer_id)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(event.event_id), 7]))
+    p_pid = parts.index.to_numpy(np.int64)
+    p_nhits = np.bincount(loc[sig], minlength=len(parts))
+    return Data(
+        x=_tensor(features.node_features(xyz[:, 0], xyz[:, 1], xyz[:, 2])),
+        cell=_tensor(features.cell_features(event.hits, event.cells, detector)),
+        pos=_tensor(xyz.astype(np.float32)),
+        hit_id=_tensor(hits.hit_id.to_numpy(np.int64)),
+        pid=_tensor(pid),
+        pt=_tensor(pt.astype(np.float32)),
+        eta=_tensor(eta.astype(np.float32)),
+        weight=_tensor(hits.weight.to_numpy(np.float32)),
+        layer=_tensor(lkey),
+        module=_tensor(mkey),
+        vr=_tensor(np.hypot(v[:, 0], v[:, 1]).astype(np.float32)),
+        vz=_tensor(v[:, 2].astype(np.float32)),
+        dist=_tensor(dist.astype(np.float32)),
+        noise_rank=_tensor(noise.noise_ranks(rng, is_noise)),
+        track_edges=_tensor(truth.truth_edges(pid, dist, mkey)),
+        layer_edges=_tensor(truth.truth_edges(pid, dist, lkey)),
+        p_pid=_tensor(p_pid),
+        p_pt=_tensor(pt_all.astype(np.float32)),
+        p_eta=_tensor(eta_all.astype(np.float32)),
+        p_nhits=_tensor(p_nhits.astype(np.int64)),
+        event_id=int(event.event_id),
+        num_nodes=len(hits),
+    )
+
+
+def select(data: Data, pt_cut: float = 0.0, noise_fraction: float = 1.0) -> Data:
+    """The view of an event a run uses: hits of particles with pT >= ``pt_cut`` (GeV)
+    and ``noise_fraction`` of the nominal noise. Truth edges and the particle table's
+    hit counts follow the kept hits."""
+    keep = noise.keep_mask(data.noise_rank.numpy(), noise_fraction)
+    sig = data.pid.numpy() != 0
+    keep &= ~sig | (data.pt.numpy() >= pt_cut)
+    keep_t = torch.from_numpy(keep)
+    new_index = torch.full((data.num_nodes,), -1, dtype=torch.long)
+    new_index[keep_t] = torch.arange(int(keep.sum()))
+    out = Data(num_nodes=int(keep.sum()), event_id=data.event_id)
+    for key in _NODE_KEYS:
+        out[key] = data[key][keep_t]
+    for key in ("track_edges", "layer_edges"):
+        e = data[key]
+        ok = keep_t[e[0]] & keep_t[e[1]]
+        out[key] = new_index[e[:, ok]]
+    out.p_pid, out.p_pt, out.p_eta = data.p_pid, data.p_pt, data.p_eta
+    order = np.argsort(data.p_pid.numpy())
+    pid_sorted = data.p_pid.numpy()[order]
+    loc = order[np.clip(np.searchsorted(pid_sorted, out.pid.numpy()), 0, len(order) - 1)]
+    counts = np.bincount(loc[out.pid.numpy() != 0], minlength=len(order))
+    out.p_nhits = torch.from_numpy(counts.astype(np.int64))
+    return out
+
+
+# ------------------------------------------------------------------ sources ----
+
+
+def _plain(cfg: Any) -> dict:
+    if isinstance(cfg, Mapping):
+        return {k: _plain(v) for k, v in cfg.items()}
+    try:  # omegaconf containers
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    return cfg
+
+
+def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[str, list[int]]:
+    """Disjoint train / val / test event ids. Simulated data numbers events from
+    ``first_event``; a TrackML directory's events are taken in sorted order, and
+    ``n_test: null`` means every event left after train and val."""
+    counts = [cfg.get(f"n_{s}") for s in SPLITS]
+    if available is None:
+        start = int(cfg.get("first_event", 1000))
+        if any(c is None for c in counts):
+            raise ValueError("data: simulated data needs n_train, n_val and n_test as numbers.")
+        bounds = np.cumsum([0, *counts])
+        return {s: list(range(start + bounds[i], start + bounds[i + 1])) for i, s in enumerate(SPLITS)}
+    n_train, n_val = int(counts[0] or 0), int(counts[1] or 0)
+    n_test = len(available) - n_train - n_val if counts[2] is None else int(counts[2])
+    if n_train + n_val + n_test > len(available) or n_test < 0:
+        raise ValueError(
+            f"data: asked for {n_train}/{n_val}/{n_test} train/val/test events but the "
+            f"directory holds {len(available)}; lower data.n_train/n_val/n_test."
+        )
+    return {
+        "train": available[:n_train],
+        "val": available[n_train : n_train + n_val],
+        "test": available[n_train + n_val : n_train + n_val + n_test],
+    }
+
+
+def load_detector(cfg: Mapping) -> Detector:
+    """The data's detector: ``detector`` path, else ``path``/detectors.csv, else built-in."""
+    from .simulate import default_detector
+
+    path = cfg.get("detector")
+    if path:
+        return read_detectors(path)
+    if cfg.get("source") == "trackml" and cfg.get("path"):
+        directory = Path(cfg["path"])
+        if any((directory / f"detectors{s}").exists() for s in (".csv", ".csv.gz")):
+            return read_detectors(directory)
+    return default_detector()
+
+
+def _simulation_config(cfg: Mapping):
+    from .simulate import SimulationConfig
+
+    return SimulationConfig(**(cfg.get("simulation") or {}))
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EXATRKX_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "exatrkx_sweeps"
+
+
+def processing_key(cfg: Mapping) -> str:
+    """Hash of what determines the processed events (not the selection views)."""
+    relevant = {k: cfg.get(k) for k in ("source", "path", "detector", "simulation", "seed", "first_event")}
+    if relevant.get("path"):
+        relevant["path"] = str(Path(relevant["path"]).resolve())
+    relevant["version"] = PROCESSING_VERSION
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class EventStore:
+    """Processed events of one data config, built on first use and cached on disk.
+
+    ``store.split('train')`` returns the selection views of the train events."""
+
+    def __init__(self, cfg: Mapping, cache_dir: str | Path | None = None, progress: bool = False):
+        self.cfg = _plain(cfg)
+        self.source = self.cfg.get("source", "simulate")
+        if self.source not in ("simulate", "trackml"):
+            raise ValueError(f"data.source must be 'simulate' or 'trackml', got {self.source!r}.")
+        if self.source == "trackml" and not self.cfg.get("path"):
+            raise ValueError(
+                "data.path: give the directory of your TrackML events (data=trackml data.path=/dir)."
+            )
+        self.progress = progress
+        self.detector = load_detector(self.cfg)
+        self.available = list_events(self.cfg["path"]) if self.source == "trackml" else None
+        self.ids = split_event_ids(self.cfg, self.available)
+        root = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.dir = root / "processed" / processing_key(self.cfg)
+
+    def _build(self, event_id: int) -> Data:
+        seed = int(self.cfg.get("seed", 0))
+        if self.source == "simulate":
+            from .simulate import simulate_event
+
+            event = simulate_event(_simulation_config(self.cfg), seed, event_id, self.detector)
+        else:
+            event = read_event(self.cfg["path"], event_id, cells=None, detector=self.detector)
+        return process_event(event, self.detector, seed)
+
+    def event(self, event_id: int) -> Data:
+        path = self.dir / f"event{event_id:09d}.pt"
+        if path.exists():
+            try:
+                return torch.load(path, weights_only=False)
+            except Exception:  # a corrupt or partial file: rebuild it
+                path.unlink(missing_ok=True)
+        data = self._build(event_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(data, tmp)
+        tmp.replace(path)
+        return data
+
+    def split(
+        self, name: str, pt_cut: float | None = None, noise_fraction: float | None = None
+    ) -> list[Data]:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}.")
+        pt_cut = float(self.cfg.get("pt_cut", 0.0) if pt_cut is None else pt_cut)
+        noise_fraction = float(
+            self.cfg.get("noise_fraction", 1.0) if noise_fraction is None else noise_fraction
+        )
+        ids = self.ids[name]
+        it = ids
+        if self.progress and ids:
+            from tqdm import tqdm
+
+            it = tqdm(ids, desc=f"data ({name})", unit="event", leave=False)
+        return [select(self.event(i), pt_cut, noise_fraction) for i in it]
