@@ -34,8 +34,10 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             hits.append(len(ev.hits))
             parts.append(len(ev.particles))
-        print(f"{mu:>5} {np.mean(hits):>9.0f} {np.mean(parts):>10.0f} {np.mean(times):>9.2f} "
-              f"{np.min(times):>7.2f} {np.max(times):>7.2f}")  # fmt: skip
+        print(
+            f"{mu:>5} {np.mean(hits):>9.0f} {np.mean(parts):>10.0f} {np.mean(times):>9.2f} "
+            f"{np.min(times):>7.2f} {np.max(times):>7.2f}"
+        )
 
 
 if __name__ == "__main__":

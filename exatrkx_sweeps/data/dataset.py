@@ -34,9 +34,21 @@ from .trackml import Event, TrackMLFormatError, list_events, read_detectors, rea
 PROCESSING_VERSION = "1"
 SPLITS = ("train", "val", "test")
 _NODE_KEYS = (
-    "x", "cell", "pos", "hit_id", "pid", "pt", "eta", "weight", "layer", "module",
-    "vr", "vz", "dist", "noise_rank",
-)  # fmt: skip
+    "x",
+    "cell",
+    "pos",
+    "hit_id",
+    "pid",
+    "pt",
+    "eta",
+    "weight",
+    "layer",
+    "module",
+    "vr",
+    "vz",
+    "dist",
+    "noise_rank",
+)
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -126,16 +138,16 @@ def select(data: Data, pt_cut: float = 0.0, noise_fraction: float = 1.0) -> Data
 # ------------------------------------------------------------------ sources ----
 
 
-def _plain(cfg: Any) -> dict:
+def _plain(cfg: Any) -> Any:
+    """A plain (dict / list / scalar) copy of a config, OmegaConf containers resolved."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
         return {k: _plain(v) for k, v in cfg.items()}
-    try:  # omegaconf containers
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(cfg, list | tuple):
+        return [_plain(v) for v in cfg]
     return cfg
 
 
@@ -218,6 +230,7 @@ class EventStore:
         self.ids = split_event_ids(self.cfg, self.available)
         root = Path(cache_dir) if cache_dir else default_cache_dir()
         self.dir = root / "processed" / processing_key(self.cfg)
+        self.n_built = 0  # events processed (not read from the cache) by this store
 
     def _build(self, event_id: int) -> Data:
         seed = int(self.cfg.get("seed", 0))
@@ -237,6 +250,7 @@ class EventStore:
             except Exception:  # a corrupt or partial file: rebuild it
                 path.unlink(missing_ok=True)
         data = self._build(event_id)
+        self.n_built += 1
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(data, tmp)

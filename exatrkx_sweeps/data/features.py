@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .geometry import Detector
 
 NODE_FEATURES = ("r", "phi", "z")  # scaled: r / 1000 mm, phi / pi, z / 1000 mm
 CELL_FEATURES = ("cell_count", "cell_val", "leta", "lphi", "lx", "ly", "lz", "geta", "gphi")
+# Scales that bring each cell feature to order one for the networks.
+CELL_SCALE = (0.1, 1.0, 0.25, 1 / np.pi, 1.0, 0.1, 1.0, 0.25, 1 / np.pi)
 
 
 def node_features(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -36,10 +39,18 @@ def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None, detector: Dete
     out = np.zeros((n, len(CELL_FEATURES)), np.float32)
     if cells is None or len(cells) == 0:
         return out
-    agg = cells.groupby("hit_id").agg(
-        cell_count=("value", "size"), cell_val=("value", "sum"),
-        ch0_min=("ch0", "min"), ch0_max=("ch0", "max"), ch1_min=("ch1", "min"), ch1_max=("ch1", "max"),
-    ).reindex(hits.hit_id.to_numpy())  # fmt: skip
+    agg = (
+        cells.groupby("hit_id")
+        .agg(
+            cell_count=("value", "size"),
+            cell_val=("value", "sum"),
+            ch0_min=("ch0", "min"),
+            ch0_max=("ch0", "max"),
+            ch1_min=("ch1", "min"),
+            ch1_max=("ch1", "max"),
+        )
+        .reindex(hits.hit_id.to_numpy())
+    )
     rows = detector.module_rows(hits.volume_id, hits.layer_id, hits.module_id)
     has = agg.cell_count.notna().to_numpy() & (rows >= 0)
     a = agg[has]
@@ -48,8 +59,40 @@ def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None, detector: Dete
     ly = (a.ch1_max - a.ch1_min + 1).to_numpy() * mods.pitch_v.to_numpy()
     lz = mods.module_t.to_numpy()
     g = np.einsum("nij,nj->ni", detector.rotations[rows[has]], np.column_stack([lx, ly, lz]))
-    out[has] = np.column_stack([
-        a.cell_count.to_numpy(), a.cell_val.to_numpy(), _eta_of(lx, ly, lz), np.arctan2(ly, lx),
-        lx, ly, lz, _eta_of(g[:, 0], g[:, 1], g[:, 2]), np.arctan2(g[:, 1], g[:, 0]),
-    ]).astype(np.float32)  # fmt: skip
+    out[has] = np.column_stack(
+        [
+            a.cell_count.to_numpy(),
+            a.cell_val.to_numpy(),
+            _eta_of(lx, ly, lz),
+            np.arctan2(ly, lx),
+            lx,
+            ly,
+            lz,
+            _eta_of(g[:, 0], g[:, 1], g[:, 2]),
+            np.arctan2(g[:, 1], g[:, 0]),
+        ]
+    ).astype(np.float32)
     return out
+
+
+PAIR_FEATURES = ("dr", "dphi", "dz", "deta", "phi_slope", "z0")
+
+
+def pair_features(pos: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """(E, 6) float32 geometry of each hit pair (i -> j), scaled to order one: dr / 100 mm,
+    wrapped dphi x 10, dz / 100 mm, d(eta of the position) x 10, dphi / dr (rad / m) / 5,
+    z intercept at r = 0 (m)."""
+    a, b = pos[edges[0]], pos[edges[1]]
+    ra, rb = torch.hypot(a[:, 0], a[:, 1]), torch.hypot(b[:, 0], b[:, 1])
+    dr = rb - ra
+    dphi = torch.remainder(
+        torch.atan2(b[:, 1], b[:, 0]) - torch.atan2(a[:, 1], a[:, 0]) + torch.pi, 2 * torch.pi
+    )
+    dphi = dphi - torch.pi
+    dz = b[:, 2] - a[:, 2]
+    eta_a = torch.asinh(a[:, 2] / ra.clamp_min(1e-3))
+    eta_b = torch.asinh(b[:, 2] / rb.clamp_min(1e-3))
+    dr_safe = torch.where(dr.abs() > 1e-3, dr, torch.full_like(dr, 1e-3))
+    z0 = (a[:, 2] - ra * dz / dr_safe).clamp(-3000, 3000)
+    slope = (dphi / dr_safe * 1000).clamp(-20, 20)
+    return torch.stack([dr / 100, dphi * 10, dz / 100, (eta_b - eta_a) * 10, slope / 5, z0 / 1000], 1).float()

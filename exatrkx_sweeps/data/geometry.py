@@ -29,10 +29,28 @@ import numpy as np
 import pandas as pd
 
 DETECTOR_COLUMNS = [
-    "volume_id", "layer_id", "module_id", "cx", "cy", "cz",
-    "rot_xu", "rot_xv", "rot_xw", "rot_yu", "rot_yv", "rot_yw", "rot_zu", "rot_zv", "rot_zw",
-    "module_t", "module_minhu", "module_maxhu", "module_hv", "pitch_u", "pitch_v",
-]  # fmt: skip
+    "volume_id",
+    "layer_id",
+    "module_id",
+    "cx",
+    "cy",
+    "cz",
+    "rot_xu",
+    "rot_xv",
+    "rot_xw",
+    "rot_yu",
+    "rot_yv",
+    "rot_yw",
+    "rot_zu",
+    "rot_zv",
+    "rot_zw",
+    "module_t",
+    "module_minhu",
+    "module_maxhu",
+    "module_hv",
+    "pitch_u",
+    "pitch_v",
+]
 
 # Effective Bz (tesla) against |z| (mm), PHYSICS.md section 2: value i holds for
 # BZ_EDGES_MM[i] <= |z| < BZ_EDGES_MM[i + 1].
@@ -100,29 +118,67 @@ class _Endcap:
 
 # PHYSICS.md section 2, with the ring staggers read off the real file.
 _BARRELS = (
-    _Barrel(8, (2, 4, 6, 8), (32, 72, 116, 172), (16, 32, 52, 78), 14, 70.0, 0.25, 0.14,
-            0.15, 8.4, 36.0, (0.05, 0.05625)),
-    _Barrel(13, (2, 4, 6, 8), (260, 360, 500, 660), (40, 56, 78, 102), 21, 103.0, 1.5, -0.15,
-            0.25, 24.0, 54.0, (0.08, 1.2)),
-    _Barrel(17, (2, 4), (820, 1020), (120, 152), 21, 103.0, 1.5, -0.15,
-            0.35, 24.0, 54.0, (0.12, 10.8)),
-)  # fmt: skip
+    _Barrel(
+        8,
+        (2, 4, 6, 8),
+        (32, 72, 116, 172),
+        (16, 32, 52, 78),
+        14,
+        70.0,
+        0.25,
+        0.14,
+        0.15,
+        8.4,
+        36.0,
+        (0.05, 0.05625),
+    ),
+    _Barrel(
+        13,
+        (2, 4, 6, 8),
+        (260, 360, 500, 660),
+        (40, 56, 78, 102),
+        21,
+        103.0,
+        1.5,
+        -0.15,
+        0.25,
+        24.0,
+        54.0,
+        (0.08, 1.2),
+    ),
+    _Barrel(17, (2, 4), (820, 1020), (120, 152), 21, 103.0, 1.5, -0.15, 0.35, 24.0, 54.0, (0.12, 10.8)),
+)
 _STRIP_DISKS_MM = (1220, 1500, 1800, 2150, 2550, 2950)
 _ENDCAPS = (
-    _Endcap((7, 9), (600, 700, 820, 960, 1100, 1300, 1500),
-            (_Ring(66, 40, (2.5, -2.0, 2.0, -2.5), 8.4, 8.4),
-             _Ring(140, 68, (2.0, -2.0), 8.4, 8.4)),
-            0.15, 36.0, (0.05, 0.05625)),
-    _Endcap((12, 14), _STRIP_DISKS_MM,
-            (_Ring(318, 54, (-1.5, -4.5), 16.4, 24.2),
-             _Ring(470, 56, (4.5, 1.5), 24.2, 32.2),
-             _Ring(622, 60, (-1.5, -4.5), 32.2, 40.0)),
-            0.25, 78.0, (0.08, 1.2)),
-    _Endcap((16, 18), _STRIP_DISKS_MM,
-            (_Ring(828, 48, (-2.5, -5.5), 54.0, 64.2),
-             _Ring(942, 50, (5.5, 2.5), 66.0, 72.0)),
-            0.35, 78.0, (0.12, 10.4)),
-)  # fmt: skip
+    _Endcap(
+        (7, 9),
+        (600, 700, 820, 960, 1100, 1300, 1500),
+        (_Ring(66, 40, (2.5, -2.0, 2.0, -2.5), 8.4, 8.4), _Ring(140, 68, (2.0, -2.0), 8.4, 8.4)),
+        0.15,
+        36.0,
+        (0.05, 0.05625),
+    ),
+    _Endcap(
+        (12, 14),
+        _STRIP_DISKS_MM,
+        (
+            _Ring(318, 54, (-1.5, -4.5), 16.4, 24.2),
+            _Ring(470, 56, (4.5, 1.5), 24.2, 32.2),
+            _Ring(622, 60, (-1.5, -4.5), 32.2, 40.0),
+        ),
+        0.25,
+        78.0,
+        (0.08, 1.2),
+    ),
+    _Endcap(
+        (16, 18),
+        _STRIP_DISKS_MM,
+        (_Ring(828, 48, (-2.5, -5.5), 54.0, 64.2), _Ring(942, 50, (5.5, 2.5), 66.0, 72.0)),
+        0.35,
+        78.0,
+        (0.12, 10.4),
+    ),
+)
 
 # Silicon-equivalent material per layer crossing (mm), PHYSICS.md section 2.
 _MATERIAL_SI_MM = {7: 1.5, 8: 1.5, 9: 1.5, 12: 2.5, 13: 2.0, 14: 2.5, 16: 3.5, 17: 2.5, 18: 3.5}
@@ -130,18 +186,31 @@ _MATERIAL_SI_MM = {7: 1.5, 8: 1.5, 9: 1.5, 12: 2.5, 13: 2.0, 14: 2.5, 16: 3.5, 1
 
 def _rows(volume, layer, cx, cy, cz, rot, t, minhu, maxhu, hv, pitch):
     n = len(cx)
-    return pd.DataFrame({
-        "volume_id": np.full(n, volume, dtype=np.int64),
-        "layer_id": np.full(n, layer, dtype=np.int64),
-        "module_id": np.arange(1, n + 1, dtype=np.int64),
-        "cx": cx, "cy": cy, "cz": cz,
-        "rot_xu": rot[:, 0, 0], "rot_xv": rot[:, 0, 1], "rot_xw": rot[:, 0, 2],
-        "rot_yu": rot[:, 1, 0], "rot_yv": rot[:, 1, 1], "rot_yw": rot[:, 1, 2],
-        "rot_zu": rot[:, 2, 0], "rot_zv": rot[:, 2, 1], "rot_zw": rot[:, 2, 2],
-        "module_t": np.full(n, t), "module_minhu": np.broadcast_to(minhu, n).astype(float),
-        "module_maxhu": np.broadcast_to(maxhu, n).astype(float), "module_hv": np.full(n, hv),
-        "pitch_u": np.full(n, pitch[0]), "pitch_v": np.full(n, pitch[1]),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "volume_id": np.full(n, volume, dtype=np.int64),
+            "layer_id": np.full(n, layer, dtype=np.int64),
+            "module_id": np.arange(1, n + 1, dtype=np.int64),
+            "cx": cx,
+            "cy": cy,
+            "cz": cz,
+            "rot_xu": rot[:, 0, 0],
+            "rot_xv": rot[:, 0, 1],
+            "rot_xw": rot[:, 0, 2],
+            "rot_yu": rot[:, 1, 0],
+            "rot_yv": rot[:, 1, 1],
+            "rot_yw": rot[:, 1, 2],
+            "rot_zu": rot[:, 2, 0],
+            "rot_zv": rot[:, 2, 1],
+            "rot_zw": rot[:, 2, 2],
+            "module_t": np.full(n, t),
+            "module_minhu": np.broadcast_to(minhu, n).astype(float),
+            "module_maxhu": np.broadcast_to(maxhu, n).astype(float),
+            "module_hv": np.full(n, hv),
+            "pitch_u": np.full(n, pitch[0]),
+            "pitch_v": np.full(n, pitch[1]),
+        }
+    )
 
 
 def _barrel_layer(b: _Barrel, i: int) -> pd.DataFrame:
@@ -158,8 +227,19 @@ def _barrel_layer(b: _Barrel, i: int) -> pd.DataFrame:
     rot[:, 0, 0], rot[:, 1, 0] = -np.sin(a), np.cos(a)  # u
     rot[:, 2, 1] = 1.0  # v = +z
     rot[:, 0, 2], rot[:, 1, 2] = np.cos(a), np.sin(a)  # w (normal)
-    return _rows(b.volume, b.layers[i], r_g * np.cos(phi_g), r_g * np.sin(phi_g), z_g, rot,
-                 b.thickness, b.hu, b.hu, b.hv, b.pitch)  # fmt: skip
+    return _rows(
+        b.volume,
+        b.layers[i],
+        r_g * np.cos(phi_g),
+        r_g * np.sin(phi_g),
+        z_g,
+        rot,
+        b.thickness,
+        b.hu,
+        b.hu,
+        b.hv,
+        b.pitch,
+    )
 
 
 def _endcap_disk(e: _Endcap, volume: int, layer: int, z_abs: float) -> pd.DataFrame:
@@ -169,10 +249,17 @@ def _endcap_disk(e: _Endcap, volume: int, layer: int, z_abs: float) -> pd.DataFr
         dphi = 2 * np.pi / ring.n_phi
         phi = -np.pi + (np.arange(ring.n_phi) + 0.5) * dphi
         dz = np.resize(np.array(ring.dz_abs), ring.n_phi)
-        parts.append(pd.DataFrame({
-            "phi": phi, "r": np.full(ring.n_phi, float(ring.radius)), "z": side * (z_abs + dz),
-            "minhu": ring.minhu, "maxhu": ring.maxhu,
-        }))  # fmt: skip
+        parts.append(
+            pd.DataFrame(
+                {
+                    "phi": phi,
+                    "r": np.full(ring.n_phi, float(ring.radius)),
+                    "z": side * (z_abs + dz),
+                    "minhu": ring.minhu,
+                    "maxhu": ring.maxhu,
+                }
+            )
+        )
     m = pd.concat(parts, ignore_index=True)
     # All rings of a disk share one id sequence ordered in azimuth (by the phi of the
     # module's outer edge, which reproduces most of the real file's interleaving).
@@ -185,8 +272,19 @@ def _endcap_disk(e: _Endcap, volume: int, layer: int, z_abs: float) -> pd.DataFr
     rot[:, 2, 2] = side
     rot[:, 0, 0], rot[:, 1, 0] = side * s, -side * c
     r = m.r.to_numpy()
-    return _rows(volume, layer, r * c, r * s, m.z.to_numpy(), rot, e.thickness,
-                 m.minhu.to_numpy(), m.maxhu.to_numpy(), e.hv, e.pitch)  # fmt: skip
+    return _rows(
+        volume,
+        layer,
+        r * c,
+        r * s,
+        m.z.to_numpy(),
+        rot,
+        e.thickness,
+        m.minhu.to_numpy(),
+        m.maxhu.to_numpy(),
+        e.hv,
+        e.pitch,
+    )
 
 
 def build_trackml_detector() -> Detector:
@@ -218,15 +316,28 @@ class Detector:
         m = self.modules
         r = np.hypot(m.cx, m.cy)
         barrel = np.abs(m.rot_zw.to_numpy()) < 0.5
-        grouped = pd.DataFrame({
-            "volume_id": m.volume_id, "layer_id": m.layer_id, "barrel": barrel, "r": r,
-            "z": m.cz, "abs_z": np.abs(m.cz), "half": np.maximum(m.module_maxhu, m.module_hv),
-        }).groupby(["volume_id", "layer_id"], sort=True)  # fmt: skip
+        grouped = pd.DataFrame(
+            {
+                "volume_id": m.volume_id,
+                "layer_id": m.layer_id,
+                "barrel": barrel,
+                "r": r,
+                "z": m.cz,
+                "abs_z": np.abs(m.cz),
+                "half": np.maximum(m.module_maxhu, m.module_hv),
+            }
+        ).groupby(["volume_id", "layer_id"], sort=True)
         layers = grouped.agg(
-            barrel=("barrel", "first"), r_mean=("r", "mean"), r_min=("r", "min"),
-            r_max=("r", "max"), z_mean=("z", "mean"), z_min=("z", "min"), z_max=("z", "max"),
-            half=("half", "max"), n_modules=("r", "size"),
-        ).reset_index()  # fmt: skip
+            barrel=("barrel", "first"),
+            r_mean=("r", "mean"),
+            r_min=("r", "min"),
+            r_max=("r", "max"),
+            z_mean=("z", "mean"),
+            z_min=("z", "min"),
+            z_max=("z", "max"),
+            half=("half", "max"),
+            n_modules=("r", "size"),
+        ).reset_index()
         layers["material_si_mm"] = layers.volume_id.map(_MATERIAL_SI_MM).fillna(2.0)
         self.layers = layers
 
@@ -241,8 +352,7 @@ class Detector:
     @cached_property
     def rotations(self) -> np.ndarray:
         """(N, 3, 3) local-to-global rotations; column k is local axis k (u, v, w)."""
-        cols = ["rot_xu", "rot_xv", "rot_xw", "rot_yu", "rot_yv", "rot_yw",
-                "rot_zu", "rot_zv", "rot_zw"]  # fmt: skip
+        cols = ["rot_xu", "rot_xv", "rot_xw", "rot_yu", "rot_yv", "rot_yw", "rot_zu", "rot_zv", "rot_zw"]
         return self.modules[cols].to_numpy(float).reshape(-1, 3, 3)
 
     @cached_property

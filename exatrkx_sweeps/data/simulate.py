@@ -75,12 +75,16 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "mu": self.mu > 0, "particles_per_vertex": self.particles_per_vertex > 0,
-            "pt_min_gev": self.pt_min_gev > 0, "eta_max": 0 < self.eta_max <= 6,
+            "mu": self.mu > 0,
+            "particles_per_vertex": self.particles_per_vertex > 0,
+            "pt_min_gev": self.pt_min_gev > 0,
+            "eta_max": 0 < self.eta_max <= 6,
             "secondary_fraction": 0 <= self.secondary_fraction <= 1,
-            "noise_share": 0 <= self.noise_share < 1, "step_mm": 0 < self.step_mm <= 50,
-            "sigma_z_mm": self.sigma_z_mm >= 0, "hard_scatter_particles": self.hard_scatter_particles >= 0,
-        }  # fmt: skip
+            "noise_share": 0 <= self.noise_share < 1,
+            "step_mm": 0 < self.step_mm <= 50,
+            "sigma_z_mm": self.sigma_z_mm >= 0,
+            "hard_scatter_particles": self.hard_scatter_particles >= 0,
+        }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
@@ -116,10 +120,13 @@ def generate_particles(cfg: SimulationConfig, rng: np.random.Generator) -> pd.Da
     """The particles of one event (official columns plus 'pt', 'eta', 'mass', 'secondary')."""
     n_pu = max(int(rng.poisson(cfg.mu)), 1)
     n_vtx = n_pu + int(cfg.hard_scatter)
-    vtx = np.column_stack([
-        rng.normal(0, cfg.sigma_xy_mm, n_vtx), rng.normal(0, cfg.sigma_xy_mm, n_vtx),
-        rng.normal(0, cfg.sigma_z_mm, n_vtx),
-    ])  # fmt: skip
+    vtx = np.column_stack(
+        [
+            rng.normal(0, cfg.sigma_xy_mm, n_vtx),
+            rng.normal(0, cfg.sigma_xy_mm, n_vtx),
+            rng.normal(0, cfg.sigma_z_mm, n_vtx),
+        ]
+    )
     counts = rng.poisson(cfg.particles_per_vertex, n_vtx)
     if cfg.hard_scatter:
         counts[0] = rng.poisson(cfg.hard_scatter_particles)
@@ -152,13 +159,24 @@ def generate_particles(cfg: SimulationConfig, rng: np.random.Generator) -> pd.Da
         | secondary.astype(np.int64)
     )
     pz = pt * np.sinh(eta)
-    return pd.DataFrame({
-        "particle_id": pid, "particle_type": SPECIES_PDG[species] * q,
-        "vx": pos[:, 0], "vy": pos[:, 1], "vz": pos[:, 2],
-        "px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pz,
-        "q": q.astype(np.int64), "nhits": np.zeros(n, np.int64),
-        "pt": pt, "eta": eta, "mass": SPECIES_MASS[species], "secondary": secondary,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "particle_id": pid,
+            "particle_type": SPECIES_PDG[species] * q,
+            "vx": pos[:, 0],
+            "vy": pos[:, 1],
+            "vz": pos[:, 2],
+            "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi),
+            "pz": pz,
+            "q": q.astype(np.int64),
+            "nhits": np.zeros(n, np.int64),
+            "pt": pt,
+            "eta": eta,
+            "mass": SPECIES_MASS[species],
+            "secondary": secondary,
+        }
+    )
 
 
 # -------------------------------------------------------------- propagation ----
@@ -221,21 +239,28 @@ class _Surfaces:
         layer_dedx = (L.material_si_mm * _DEDX_SI_MEV_PER_MM).to_numpy()
         barrel = L.barrel.to_numpy()
         rows = np.flatnonzero(barrel)
-        cyl = [(L.r_mean[i], max(abs(L.z_min[i]), abs(L.z_max[i])) + L.half[i], i,
-                layer_x0[i], layer_dedx[i]) for i in rows]  # fmt: skip
+        cyl = [
+            (L.r_mean[i], max(abs(L.z_min[i]), abs(L.z_max[i])) + L.half[i], i, layer_x0[i], layer_dedx[i])
+            for i in rows
+        ]
         cyl += [(r, _Z_OUTER_MM, -1, t / x0, t * dedx) for r, t, x0, dedx in _PASSIVE]
         cyl.sort()
         disks = np.flatnonzero(~barrel)
         zkey = np.round(L.z_mean.to_numpy()[disks], -1)
         planes = np.unique(zkey)
         return cls(
-            cyl_r=np.array([c[0] for c in cyl]), cyl_zmax=np.array([c[1] for c in cyl]),
-            cyl_layer=np.array([c[2] for c in cyl]), cyl_x0=np.array([c[3] for c in cyl]),
+            cyl_r=np.array([c[0] for c in cyl]),
+            cyl_zmax=np.array([c[1] for c in cyl]),
+            cyl_layer=np.array([c[2] for c in cyl]),
+            cyl_x0=np.array([c[3] for c in cyl]),
             cyl_dedx=np.array([c[4] for c in cyl]),
-            disk_z=planes, disk_layers=[disks[zkey == z] for z in planes],
-            layer_rmin=(L.r_min - L.half).to_numpy(), layer_rmax=(L.r_max + L.half).to_numpy(),
-            layer_x0=layer_x0, layer_dedx=layer_dedx,
-        )  # fmt: skip
+            disk_z=planes,
+            disk_layers=[disks[zkey == z] for z in planes],
+            layer_rmin=(L.r_min - L.half).to_numpy(),
+            layer_rmax=(L.r_max + L.half).to_numpy(),
+            layer_x0=layer_x0,
+            layer_dedx=layer_dedx,
+        )
 
 
 def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -282,8 +307,9 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
             layer = surf.cyl_layer[k]
             active = layer >= 0
             h = hit[active]
-            _record(rec, alive[h], layer[active], s_guess[active], P[h], D[h], omega[h],
-                    path[alive[h]], pp[h])  # fmt: skip
+            _record(
+                rec, alive[h], layer[active], s_guess[active], P[h], D[h], omega[h], path[alive[h]], pp[h]
+            )
         # disk planes crossed (either direction)
         j0 = np.searchsorted(surf.disk_z, P[:, 2], side="right")
         j1 = np.searchsorted(surf.disk_z, P1[:, 2], side="right")
@@ -305,8 +331,7 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
             cos_inc = np.maximum(np.abs(D1[hit, 2]), 0.05)
             x0[hit] += surf.layer_x0[layer] / cos_inc
             dedx[hit] += surf.layer_dedx[layer] / cos_inc
-            _record(rec, alive[hit], layer, s_guess, P[hit], D[hit], omega[hit], path[alive[hit]],
-                    pp[hit])  # fmt: skip
+            _record(rec, alive[hit], layer, s_guess, P[hit], D[hit], omega[hit], path[alive[hit]], pp[hit])
         # material effects at the end of the step
         mat = np.flatnonzero(x0 > 0)
         if mat.size:
@@ -323,8 +348,9 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
         keep = (r1 >= r0) & (r1 < _R_OUTER_MM) & (np.abs(P1[:, 2]) < _Z_OUTER_MM) & (pt_new > 0.02)
         alive = alive[keep]
 
-    out = {k: np.concatenate(v) if v else np.zeros((0, 3) if k in ("pos", "d") else 0)
-           for k, v in rec.items()}  # fmt: skip
+    out = {
+        k: np.concatenate(v) if v else np.zeros((0, 3) if k in ("pos", "d") else 0) for k, v in rec.items()
+    }
     out["particle"] = out["particle"].astype(np.int64)
     out["layer"] = out["layer"].astype(np.int64)
     return out
@@ -401,9 +427,14 @@ def _module_hits(det: Detector, index: _ModuleIndex, cross: dict[str, np.ndarray
         & (turn < np.pi / 2)
     )
     return {
-        "crossing": ci[ok], "module": mod[ok], "true_pos": h[ok], "dir": hd[ok],
-        "local": local[ok, :2], "path": cross["path"][ci[ok]] + s[ok], "p": cross["p"][ci[ok]],
-    }  # fmt: skip
+        "crossing": ci[ok],
+        "module": mod[ok],
+        "true_pos": h[ok],
+        "dir": hd[ok],
+        "local": local[ok, :2],
+        "path": cross["path"][ci[ok]] + s[ok],
+        "p": cross["p"][ci[ok]],
+    }
 
 
 def _cells(rng, det: Detector, mod, local_true, local_dir, is_noise):
@@ -529,15 +560,38 @@ def simulate_event(
     srt = np.lexsort((rng.uniform(size=mod.size), mid, lay, vol))
     hit_id = np.empty(mod.size, np.int64)
     hit_id[srt] = np.arange(1, mod.size + 1)
-    hits = pd.DataFrame({
-        "hit_id": hit_id, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-        "volume_id": vol, "layer_id": lay, "module_id": mid,
-    }).iloc[srt].reset_index(drop=True)  # fmt: skip
-    truth = pd.DataFrame({
-        "hit_id": hit_id, "particle_id": pid_all,
-        "tx": true_pos[:, 0], "ty": true_pos[:, 1], "tz": true_pos[:, 2],
-        "tpx": mom[:, 0], "tpy": mom[:, 1], "tpz": mom[:, 2], "weight": weight,
-    }).iloc[srt].reset_index(drop=True)  # fmt: skip
+    hits = (
+        pd.DataFrame(
+            {
+                "hit_id": hit_id,
+                "x": xyz[:, 0],
+                "y": xyz[:, 1],
+                "z": xyz[:, 2],
+                "volume_id": vol,
+                "layer_id": lay,
+                "module_id": mid,
+            }
+        )
+        .iloc[srt]
+        .reset_index(drop=True)
+    )
+    truth = (
+        pd.DataFrame(
+            {
+                "hit_id": hit_id,
+                "particle_id": pid_all,
+                "tx": true_pos[:, 0],
+                "ty": true_pos[:, 1],
+                "tz": true_pos[:, 2],
+                "tpx": mom[:, 0],
+                "tpy": mom[:, 1],
+                "tpz": mom[:, 2],
+                "weight": weight,
+            }
+        )
+        .iloc[srt]
+        .reset_index(drop=True)
+    )
     chit, ch0, ch1, value = _cells(rng, det, mod, local_true, dir_local, noise)
     cells = pd.DataFrame({"hit_id": hit_id[chit], "ch0": ch0, "ch1": ch1, "value": value})
     cells = cells.sort_values(["hit_id", "ch0", "ch1"], kind="stable").reset_index(drop=True)
@@ -591,6 +645,13 @@ def simulate_dataset(
 
 
 __all__ = [
-    "BZ_EDGES_MM", "SimulationConfig", "default_detector", "generate_particles", "sample_eta",
-    "sample_pt", "simulate_dataset", "simulate_event", "trackml_weights",
-]  # fmt: skip
+    "BZ_EDGES_MM",
+    "SimulationConfig",
+    "default_detector",
+    "generate_particles",
+    "sample_eta",
+    "sample_pt",
+    "simulate_dataset",
+    "simulate_event",
+    "trackml_weights",
+]

@@ -24,9 +24,17 @@ TRUTH_COLUMNS = ["hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz",
 FILE_KINDS = ("hits", "cells", "particles", "truth")
 
 _INT_COLUMNS = {
-    "hit_id", "volume_id", "layer_id", "module_id", "ch0", "ch1", "particle_id",
-    "particle_type", "q", "nhits",
-}  # fmt: skip
+    "hit_id",
+    "volume_id",
+    "layer_id",
+    "module_id",
+    "ch0",
+    "ch1",
+    "particle_id",
+    "particle_type",
+    "q",
+    "nhits",
+}
 _EVENT_RE = re.compile(r"^event(\d{9})-(hits|cells|particles|truth)\.csv(\.gz)?$")
 
 

@@ -64,14 +64,17 @@ REFERENCE: dict[str, Reference] = {
             16: 0.03,
             17: 0.08,
             18: 0.03,
-        }.items()  # fmt: skip
+        }.items()
     },
 }
 
 _DUP_GROUPS = {
-    "pixel_barrel": (8,), "pixel_endcap": (7, 9), "short_strip_barrel": (13,),
-    "short_strip_endcap": (12, 14), "long_strip": (16, 17, 18),
-}  # fmt: skip
+    "pixel_barrel": (8,),
+    "pixel_endcap": (7, 9),
+    "short_strip_barrel": (13,),
+    "short_strip_endcap": (12, 14),
+    "long_strip": (16, 17, 18),
+}
 
 
 def event_figures(event: Event) -> dict[str, float]:
@@ -159,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t0)
     table = compare(validation_figures(events), args.mu)
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
-        print(f"Simulated {args.events} events at mu={args.mu:g} "
-              f"({np.mean(times):.2f} s per event) vs PHYSICS.md section 3:")  # fmt: skip
+        print(
+            f"Simulated {args.events} events at mu={args.mu:g} "
+            f"({np.mean(times):.2f} s per event) vs PHYSICS.md section 3:"
+        )
         print(table.to_string(index=False))
     n_bad = int((table.within == "NO").sum())
-    print(f"\n{len(table) - n_bad - int((table.within == '').sum())} figures within tolerance, "
-          f"{n_bad} outside.")  # fmt: skip
+    print(
+        f"\n{len(table) - n_bad - int((table.within == '').sum())} figures within tolerance, {n_bad} outside."
+    )
     return 0
 
 

@@ -46,7 +46,10 @@ class EdgeCounts:
         eff, eff_err = binomial(self.true_kept, self.true_total)
         pur, pur_err = binomial(self.true_kept, self.kept)
         return {
-            "edge_eff": eff, "edge_eff_err": eff_err, "edge_purity": pur, "edge_purity_err": pur_err,
+            "edge_eff": eff,
+            "edge_eff_err": eff_err,
+            "edge_purity": pur,
+            "edge_purity_err": pur_err,
             "edges_per_event": self.kept / max(self.events, 1),
             "edges_per_hit": self.kept / max(self.hits, 1),
-        }  # fmt: skip
+        }

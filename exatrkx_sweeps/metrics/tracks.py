@@ -95,6 +95,7 @@ class TrackCounts:
     reco: dict[float, int] = field(default_factory=lambda: dict.fromkeys(PT_CUTS_GEV, 0))
     reco_matched: dict[float, int] = field(default_factory=lambda: dict.fromkeys(PT_CUTS_GEV, 0))
     per_event_eff_tech: dict[float, list] = field(default_factory=lambda: {c: [] for c in PT_CUTS_GEV})
+    particle_rows: list[np.ndarray] = field(default_factory=list)  # (pt, eta, nhits, matched)
 
     def add(self, labels, pid, weight, p_pid, p_pt, p_eta, p_nhits) -> Matching:
         """One event: hit labels and truth, plus the particle table (ids, pT GeV, eta,
@@ -107,6 +108,8 @@ class TrackCounts:
         self.events += 1
         p_pid, p_pt, p_eta, p_nhits = map(np.asarray, (p_pid, p_pt, p_eta, p_nhits))
         is_matched = np.isin(p_pid, m.matched_particles)
+        has_hits = p_nhits >= 1
+        self.particle_rows.append(np.column_stack([p_pt, p_eta, p_nhits, is_matched])[has_hits])
         for cut in PT_CUTS_GEV:
             sel = (p_pt > cut) & (np.abs(p_eta) < ETA_MAX) & (p_nhits >= 1)
             rec = sel & (p_nhits >= RECONSTRUCTABLE_HITS)
@@ -117,6 +120,10 @@ class TrackCounts:
             n_rec = int(rec.sum())
             self.per_event_eff_tech[cut].append((rec & is_matched).sum() / n_rec if n_rec else np.nan)
         return m
+
+    def particles(self) -> np.ndarray:
+        """(P, 4) float: pT (GeV), eta, hits, matched (0/1) of every test particle with hits."""
+        return np.concatenate(self.particle_rows) if self.particle_rows else np.zeros((0, 4))
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}

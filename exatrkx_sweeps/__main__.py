@@ -1,0 +1,90 @@
+"""``python -m exatrkx_sweeps [-m] key=value ...``: run the pipeline, log it to MLflow.
+
+One run trains (or takes from the stage cache) every stage on the configured data,
+tests it, prints a summary table and logs everything to MLflow. ``-m`` with comma
+lists runs a grid (each job a child of one parent MLflow run). ``eval.data=NAME``
+(a data config, e.g. ``trackml``) tests on other data: it is shorthand for Hydra's
+``data@eval.data=NAME``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import ConfigError, validate
+
+_CONF = Path(__file__).parent / "conf"
+_EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)
+
+
+def _rewrite_argv(argv: list[str]) -> list[str]:
+    """eval.data=NAME -> data@eval.data=NAME when NAME is a data config."""
+    names = {p.stem for p in (_CONF / "data").glob("*.yaml")}
+    out = []
+    for a in argv:
+        m = re.fullmatch(r"eval\.data=(\w+)", a)
+        out.append(f"data@eval.data={m.group(1)}" if m and m.group(1) in names else a)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def app(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from . import pipeline, tracking
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    log = logging.getLogger("exatrkx_sweeps")
+    try:
+        plain = validate(cfg)
+        uri = tracking.resolve_uri((plain.get("tracking") or {}).get("uri"))
+        if (plain.get("tracking") or {}).get("enabled", True):
+            tracking.check_reachable(uri)
+    except (ConfigError, tracking.TrackingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:
+            return math.nan
+        sys.exit(2)
+    sweep_dir = hc.sweep.dir if multirun else None
+    tags = {"study": (plain.get("tracking") or {}).get("study") or "", "job": str(hc.job.get("num", 0))}
+    try:
+        with tracking.job_run(plain, overrides, sweep_dir, tags) as run:
+            report = pipeline.run(plain, callback=run.log_curve if run else None, progress=True)
+            if run:
+                tracking.log_report(run, report, plain, overrides)
+    except Exception as exc:
+        if isinstance(exc, _EXPECTED_ERRORS):
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+        else:
+            log.exception("run failed")
+        if multirun:
+            return math.nan  # marked FAILED in MLflow; the other jobs go on
+        sys.exit(1)
+    print(report.summary_table())
+    if run:
+        print(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {uri}")
+    return report.metrics
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Interaction network edge classifier (the Exa.TrkX default GNN).
+
+Node and edge encoders, then ``iterations`` message-passing steps with shared weights
+and residuals: every edge is updated from its two hits and itself, every hit from the
+aggregate (sum, max or both) of its incident edges in both directions; an output MLP on
+both hits and the edge gives one logit per edge.
+
+Shapes: x (N, F_node), edge_index (2, E), edge_attr (E, F_edge) -> logits (E,).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from .mlp import make_mlp, run
+
+AGGREGATIONS = ("sum", "max", "sum_max")
+
+
+def aggregate(e: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, how: str) -> torch.Tensor:
+    """Aggregate edge features onto both end nodes: (E, H) -> (N, H) or (N, 2H) for sum_max."""
+    index = torch.cat([edge_index[1], edge_index[0]])
+    both = torch.cat([e, e])
+    parts = []
+    if how in ("sum", "sum_max"):
+        parts.append(scatter(both, index, dim=0, dim_size=n_nodes, reduce="sum"))
+    if how in ("max", "sum_max"):
+        parts.append(scatter(both, index, dim=0, dim_size=n_nodes, reduce="max"))
+    return torch.cat(parts, dim=-1)
+
+
+class InteractionGNN(nn.Module):
+    def __init__(
+        self,
+        node_dim: int,
+        edge_dim: int = 0,
+        hidden: int = 64,
+        iterations: int = 6,
+        aggregation: str = "sum_max",
+        mlp_layers: int = 2,
+        layer_norm: bool = True,
+        activation: str = "silu",
+        checkpointing: bool = False,
+    ):
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"gnn.aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
+        self.iterations, self.aggregation, self.checkpointing = iterations, aggregation, checkpointing
+        n_agg = 2 if aggregation == "sum_max" else 1
+        mlp = dict(n_layers=mlp_layers, layer_norm=layer_norm, activation=activation)
+        self.node_encoder = make_mlp(node_dim, hidden, out_dim=hidden, **mlp)
+        self.edge_encoder = make_mlp(2 * node_dim + edge_dim, hidden, out_dim=hidden, **mlp)
+        self.edge_network = make_mlp(3 * hidden, hidden, out_dim=hidden, **mlp)
+        self.node_network = make_mlp((1 + n_agg) * hidden, hidden, out_dim=hidden, **mlp)
+        self.output = make_mlp(3 * hidden, hidden, out_dim=1, **mlp)
+
+    def _step(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor):
+        src, dst = edge_index
+        e = e + self.edge_network(torch.cat([h[src], h[dst], e], dim=-1))
+        agg = aggregate(e, edge_index, h.shape[0], self.aggregation)
+        h = h + self.node_network(torch.cat([h, agg], dim=-1))
+        return h, e
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor | None = None):
+        src, dst = edge_index
+        parts = [x[src], x[dst]] + ([edge_attr] if edge_attr is not None else [])
+        h = run(self.node_encoder, x, checkpointing=self.checkpointing)
+        e = run(self.edge_encoder, torch.cat(parts, dim=-1), checkpointing=self.checkpointing)
+        for _ in range(self.iterations):
+            if self.checkpointing and torch.is_grad_enabled():
+                h, e = torch.utils.checkpoint.checkpoint(self._step, h, e, edge_index, use_reentrant=False)
+            else:
+                h, e = self._step(h, e, edge_index)
+        out = torch.cat([h[src], h[dst], e], dim=-1)
+        return run(self.output, out, checkpointing=self.checkpointing).squeeze(-1)

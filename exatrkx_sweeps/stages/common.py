@@ -1,0 +1,75 @@
+"""What the trainable stages share: model inputs, precision, the epoch callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch_geometric.data import Data
+
+from ..augment import hough
+from ..data.features import CELL_SCALE, PAIR_FEATURES, pair_features
+
+# callback(stage, epoch, metrics): logs training curves; a sweeper may raise from it to
+# prune the trial.
+EpochCallback = Callable[[str, int, dict[str, float]], None]
+PRECISIONS = ("32", "bf16", "16-mixed")
+
+
+def node_inputs(data: Data, use_cells: bool, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, 3) or (N, 12): scaled (r, phi, z) and optionally the scaled cell features."""
+    x = data.x
+    if use_cells:
+        x = torch.cat([x, data.cell * torch.tensor(CELL_SCALE, dtype=data.cell.dtype)], dim=1)
+    return x.to(device)
+
+
+def n_node_inputs(use_cells: bool) -> int:
+    return 3 + (len(CELL_SCALE) if use_cells else 0)
+
+
+def edge_attributes(data: Data, edges: torch.Tensor, hough_mode: str, device) -> torch.Tensor:
+    """(E, 6 + Hough) edge features: the pair geometry, then the Hough features if enabled."""
+    pos = data.pos.to(device)
+    edges = edges.to(device)
+    parts = [pair_features(pos, edges)]
+    h = hough.edge_features(pos, edges, hough_mode)
+    if h is not None:
+        parts.append(h)
+    return torch.cat(parts, dim=1)
+
+
+def n_edge_attributes(hough_mode: str) -> int:
+    return len(PAIR_FEATURES) + hough.n_features(hough_mode)
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision == "16-mixed" and device.type != "cuda":
+        raise ValueError("train.precision=16-mixed needs a CUDA device; use train.precision=bf16 on CPU.")
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def grad_scaler(precision: str, device: torch.device):
+    return torch.amp.GradScaler("cuda", enabled=precision == "16-mixed" and device.type == "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto.")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"train.device must be auto, cpu or cuda[:N], got {name!r}.")
+    return torch.device(name)

@@ -1,0 +1,78 @@
+"""Track building (stage 5): connected components of the edges scored above the cut.
+
+With ``tracks.resolve_junctions`` (default) an edge is kept only when it is both the
+highest-scoring outgoing edge of its inner hit and the highest-scoring incoming edge of
+its outer hit (edges point inside-out), so one fake edge at a branching point no longer
+merges two tracks. scipy on CPU; cugraph when it is installed and CUDA is present.
+Every hit gets a label (a hit with no kept edge is its own component); candidates are
+the components with at least ``tracks.min_track_hits`` hits (metrics/tracks.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "scipy", "cugraph")
+
+
+def _cugraph():
+    try:
+        import cudf
+        import cugraph
+
+        return cugraph, cudf
+    except ImportError:
+        return None
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"tracks.backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        return "cugraph" if torch.cuda.is_available() and _cugraph() else "scipy"
+    if backend == "cugraph" and not (torch.cuda.is_available() and _cugraph()):
+        raise ValueError("tracks.backend=cugraph needs CUDA and the cugraph package; use scipy.")
+    return backend
+
+
+def best_neighbour_edges(n_nodes: int, edges: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Mask of edges that are the top-scoring outgoing edge of their source and the
+    top-scoring incoming edge of their target."""
+    if edges.shape[1] == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    s = scores.float()
+    best_out = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[0], s, reduce="amax")
+    best_in = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[1], s, reduce="amax")
+    return (s >= best_out[edges[0]]) & (s >= best_in[edges[1]])
+
+
+def label_hits(
+    n_nodes: int,
+    edges: torch.Tensor,
+    scores: torch.Tensor,
+    cut: float,
+    backend: str = "auto",
+    resolve_junctions: bool = True,
+) -> np.ndarray:
+    """(N,) int64 component label of every hit."""
+    keep = (scores > cut).cpu()
+    e, scores = edges.cpu()[:, keep], scores.cpu()[keep]
+    if resolve_junctions:
+        e = e[:, best_neighbour_edges(n_nodes, e, scores)]
+    if resolve_backend(backend) == "cugraph":
+        cugraph, cudf = _cugraph()
+        df = cudf.DataFrame({"src": cudf.from_dlpack(e[0].cuda()), "dst": cudf.from_dlpack(e[1].cuda())})
+        g = cugraph.Graph()
+        g.from_cudf_edgelist(df, source="src", destination="dst")
+        comp = cugraph.connected_components(g).to_pandas()
+        labels = np.arange(n_nodes, dtype=np.int64) + n_nodes  # isolated hits: own labels
+        labels[comp.vertex.to_numpy()] = comp.labels.to_numpy()
+        return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = e.cpu().numpy()
+    adj = coo_matrix((np.ones(e.shape[1]), (e[0], e[1])), shape=(n_nodes, n_nodes))
+    _, labels = connected_components(adj, directed=False)
+    return labels.astype(np.int64)

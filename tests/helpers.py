@@ -1,0 +1,27 @@
+"""Shared helpers for tests: a tiny configuration composed through Hydra."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_module
+
+TINY = [
+    "data.n_train=8",
+    "data.n_val=1",
+    "data.n_test=2",
+    "data.simulation.mu=4",
+    "data.pt_cut=0.5",
+    "data.noise_fraction=0.0",
+    "embedding.epochs=6",
+    "embedding.hidden=32",
+    "filter.epochs=2",
+    "filter.hidden=32",
+    "gnn.epochs=25",
+    "gnn.hidden=32",
+    "gnn.iterations=3",
+]
+
+
+def tiny_cfg(*overrides: str, cache_dir=None):
+    extra = [f"cache.dir={cache_dir}"] if cache_dir else []
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        return compose("config", overrides=[*TINY, *extra, *overrides])

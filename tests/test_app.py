@@ -1,0 +1,204 @@
+"""The study app end to end: python -m exatrkx_sweeps [-m] ..., logged to real MLflow stores."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .helpers import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("app_cache")
+
+
+def _app(args, env_extra, cwd, timeout=600):
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "exatrkx_sweeps", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _check_multirun(client: MlflowClient, experiment: str = "exatrkx"):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("role") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2, [(r.info.status, r.data.tags.get("error")) for r in runs]
+    assert sorted(r.data.params["gnn.iterations"] for r in children) == ["2", "3"]
+    for r in children:
+        assert r.info.status == "FINISHED"
+        m = r.data.metrics
+        for key in (
+            "eff_tech_pt0.5",
+            "eff_phys_pt0.1",
+            "purity",
+            "trackml_score",
+            "edge_eff_filter",
+            "edges_per_event_embedding",
+            "time_infer_gnn_s",
+            "mem_peak_train_gnn_mb",
+        ):
+            assert key in m, key
+        assert 0 < m["eff_tech_pt0.5"] <= 1
+        assert r.data.tags["git_commit"] or True
+        assert "cache.embedding" in r.data.tags and "torch" in r.data.tags
+        history = client.get_metric_history(r.info.run_id, "gnn/loss")
+        assert len(history) >= 2 and history[-1].step > history[0].step
+        arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.yaml", "overrides.yaml", "metrics.json", "plots"} <= arts
+        plots = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
+        assert "plots/efficiency_vs_pt.html" in plots
+    # the second job reused everything upstream of the GNN
+    second = max(children, key=lambda r: r.info.start_time)
+    assert second.data.tags["cache.embedding"] == "True" and second.data.tags["cache.gnn"] == "False"
+    assert parent.info.status == "FINISHED"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_multirun_against_mlflow_server(mlflow_server, tmp_path, shared_cache):
+    r = _app(
+        [
+            "-m",
+            *TINY,
+            "gnn.iterations=2,3",
+            f"tracking.uri={mlflow_server}",
+            f"cache.dir={shared_cache}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        {},
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    _check_multirun(MlflowClient(tracking_uri=mlflow_server))
+
+
+def test_multirun_default_sqlite_store(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    r = _app(
+        ["-m", *TINY, "gnn.iterations=2,3", f"cache.dir={tmp_path / 'own_cache'}"],
+        {"EXATRKX_MLFLOW_DB": str(db)},
+        work,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert db.exists()  # at the absolute path, not in Hydra's job directory
+    assert "mlflow ui --backend-store-uri sqlite:///" in r.stdout
+    assert "efficiency pT > 0.5 GeV" in r.stdout
+    _check_multirun(MlflowClient(tracking_uri=f"sqlite:///{db}"))
+
+
+def test_train_on_simulation_evaluate_on_trackml_directory(tmp_path, shared_cache):
+    from exatrkx_sweeps.data.simulate import SimulationConfig, simulate_dataset
+
+    events = tmp_path / "real_like"
+    simulate_dataset(events, 2, SimulationConfig(mu=4), seed=12345, first_event=21000)
+    db = tmp_path / "m.db"
+    r = _app(
+        [
+            *TINY,
+            f"cache.dir={shared_cache}",
+            "eval.data=trackml",
+            f"eval.data.path={events}",
+            "eval.data.pt_cut=0.5",
+            "eval.data.noise_fraction=0.0",
+        ],
+        {"EXATRKX_MLFLOW_DB": str(db)},
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("exatrkx").experiment_id])
+    assert run.data.tags["train_data"] == "sim_quick" and run.data.tags["test_data"] == "trackml"
+    assert run.data.params["eval.data.path"] == str(events)
+    assert run.data.metrics["eff_tech_pt0.5"] > 0.2
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("gnn.iterations=0", "gnn.iterations=0: must be an integer >= 1"),
+        ("filter.cut=1.5", "filter.cut=1.5: must be a number >= 0 and <= 1"),
+        ("embedding.radius=-1", "embedding.radius=-1: must be a number > 0"),
+        ("train.precision=8", "train.precision=8: must be one of 32, bf16, 16-mixed"),
+        ("augment.reflect=[w]", "augment.reflect"),
+        ("tracking.uri=http://127.0.0.1:9", "no MLflow server answers"),
+    ],
+)
+def test_bad_override_one_line_no_run(tmp_path, override, needle):
+    db = tmp_path / "m.db"
+    r = _app(
+        [*TINY, override, f"cache.dir={tmp_path / 'c'}"],
+        {"EXATRKX_MLFLOW_DB": str(db)},
+        tmp_path,
+        timeout=120,
+    )
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    if db.exists():
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("exatrkx")
+        assert exp is None or not client.search_runs([exp.experiment_id])

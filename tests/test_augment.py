@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from exatrkx_sweeps.augment import hough
+from exatrkx_sweeps.augment.reflection import random_reflect, reflect, validate_axes
+from exatrkx_sweeps.augment.weighting import edge_weights, hit_importance
+from exatrkx_sweeps.data.dataset import process_event, select
+from exatrkx_sweeps.stages import filtering, gnn
+
+
+def _helix_points(kappa_per_m, phi0, n=8, cot=0.5, z0=20.0):
+    """Points of a circle through the origin with signed curvature kappa (1/m)."""
+    k = kappa_per_m / 1000
+    s = torch.linspace(50, 800, n, dtype=torch.float64)
+    x = (torch.sin(phi0 + k * s) - math.sin(phi0)) / k
+    y = -(torch.cos(phi0 + k * s) - math.cos(phi0)) / k
+    return torch.stack([x, y, z0 + cot * s], 1).float()
+
+
+def test_hough_params_recover_the_helix():
+    pos = _helix_points(kappa_per_m=-2.0, phi0=0.7)
+    edges = torch.stack([torch.arange(7), torch.arange(1, 8)])
+    p = hough.helix_params(pos, edges)
+    assert torch.allclose(p[:, 0], torch.tensor(-2.0), atol=0.02)  # 1/m: pT = 0.3 B / kappa
+    assert torch.allclose(p[:, 1], torch.tensor(0.7), atol=0.01)
+    # the r-z line is exact only while r ~ arc length: check the innermost pairs
+    assert torch.allclose(p[:2, 3], torch.tensor(20.0), atol=3.0)  # z0 in mm
+
+
+def test_hough_votes_single_out_track_edges():
+    track = _helix_points(3.0, -1.0, n=10)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(60, 3, generator=g) * torch.tensor([1600.0, 1600.0, 2000.0]) - torch.tensor(
+        [800, 800, 1000]
+    )
+    pos = torch.cat([track, noise])
+    track_edges = torch.stack([torch.arange(9), torch.arange(1, 10)])
+    rand_edges = torch.randint(10, 70, (2, 200), generator=g)
+    f = hough.edge_features(pos, torch.cat([track_edges, rand_edges], 1), "votes")
+    assert f.shape[1] == hough.n_features("votes") == 7
+    assert f[:9, 5].mean() > 2 * f[9:, 5].mean()
+    assert hough.edge_features(pos, track_edges, "none") is None
+    assert hough.edge_features(pos, track_edges, "params").shape == (9, 5)
+    with pytest.raises(ValueError, match="augment.hough"):
+        hough.n_features("bogus")
+
+
+def test_hough_changes_model_inputs():
+    cfg = {"use_cells": False, "hidden": 8, "layers": 1, "layer_norm": True, "activation": "relu"}
+    assert (
+        filtering.build_model(cfg, "params")[0].in_features
+        == filtering.build_model(cfg, "none")[0].in_features + 5
+    )
+    gcfg = {
+        "model": "interaction",
+        "use_cells": False,
+        "hidden": 8,
+        "iterations": 1,
+        "mlp_layers": 1,
+        "layer_norm": True,
+        "activation": "relu",
+    }
+    n0 = gnn.build_model(gcfg, "none").edge_encoder[0].in_features
+    assert gnn.build_model(gcfg, "votes").edge_encoder[0].in_features == n0 + 7
+
+
+def test_reflections(small_event, detector):
+    d = process_event(small_event, detector)
+    rx = reflect(d, {"x": True})
+    assert torch.allclose(rx.pos[:, 0], -d.pos[:, 0]) and torch.allclose(rx.pos[:, 1], d.pos[:, 1])
+    assert torch.allclose(torch.cos(rx.x[:, 1] * math.pi), -torch.cos(d.x[:, 1] * math.pi), atol=1e-5)
+    ry = reflect(d, {"y": True})
+    assert torch.allclose(ry.x[:, 1], -d.x[:, 1], atol=1e-5)
+    assert torch.allclose(ry.cell[:, 8], -d.cell[:, 8], atol=1e-5)  # gphi
+    rz = reflect(d, {"z": True})
+    assert torch.allclose(rz.x[:, 2], -d.x[:, 2]) and torch.allclose(rz.cell[:, 7], -d.cell[:, 7])
+    assert torch.allclose(rz.x[:, 0], d.x[:, 0])  # r unchanged
+    assert reflect(d, {}) is d
+    flips = [random_reflect(d, ("x", "y", "z"), torch.Generator().manual_seed(s)) for s in range(8)]
+    assert len({tuple(torch.sign(f.pos[0]).tolist()) for f in flips}) > 2
+    with pytest.raises(ValueError, match="augment.reflect"):
+        validate_axes(["w"])
+
+
+def test_edge_weighting(small_event, detector):
+    d = select(process_event(small_event, detector), 0.0, 1.0)
+    s = hit_importance(d)
+    secondary = (d.vz.abs() > 165) | (d.vr > 2)
+    assert secondary.any() and (s[secondary] == 0).all()
+    assert (s[d.pid == 0] == 0).all()
+    prim = (~secondary) & (d.weight > 0)
+    assert s[prim].mean() > 0.5
+    e = d.track_edges
+    y = torch.ones(e.shape[1])
+    w = edge_weights(d, e, y, p=2.0)
+    assert torch.allclose(w, 2.0 * (s[e[0]] + s[e[1]]) / 2)
+    assert (edge_weights(d, e, torch.zeros(e.shape[1]), p=2.0) == 1).all()
+    assert np.isfinite(w.numpy()).all()
