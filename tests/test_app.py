@@ -202,3 +202,45 @@ def test_bad_override_one_line_no_run(tmp_path, override, needle):
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
         exp = client.get_experiment_by_name("exatrkx")
         assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
+    """The configs ship inside the wheel: a fresh environment composes the default config."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    py = venv / "bin" / "python"
+    wheel = next(wheels.glob("*.whl"))
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    where = subprocess.run(
+        [str(py), "-c", "import exatrkx_sweeps; print(exatrkx_sweeps.__file__)"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert str(venv) in where.stdout  # the wheel's copy, not the checkout's
+    r = subprocess.run(
+        [str(py), "-m", "exatrkx_sweeps", "--cfg", "job", "gnn.iterations=7"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "iterations: 7" in r.stdout and "sim_quick" in r.stdout
