@@ -28,7 +28,7 @@ from .metrics.edges import EdgeCounts
 from .metrics.tracks import TrackCounts
 from .profiling import Profiler
 from .stages import embedding, filtering, gnn, graph, tracks
-from .stages.common import EpochCallback, check_precision, resolve_device
+from .stages.common import EpochCallback, check_precision, resolve_device, val_edge_metrics
 
 STAGES = ("embedding", "graph", "filter", "gnn", "tracks")
 _EMBEDDING_GRAPH_KEYS = ("radius", "knn")  # used by graph construction, not training
@@ -239,7 +239,7 @@ def run(
     train_g = graphs_of(train_ev, stage_key("g", {}, [k_graph, k_train]), "graph")
     val_g = graphs_of(val_ev, stage_key("g", {}, [k_graph, k_val]), "graph_val")
     report.cache_hits["graph"] = cache.hits.get("graph", False)
-    after_stage("graph", _edge_summary(val_ev, val_g))
+    after_stage("graph", val_edge_metrics(val_ev, val_g))
 
     # ---- filter
     fcfg = cfg["filter"]
@@ -282,7 +282,7 @@ def run(
     with prof.measure("filter", "score_train"):
         train_f = filtered(train_ev, train_g, "filter_scores", k_train)
         val_f = filtered(val_ev, val_g, "filter_scores_val", k_val)
-    after_stage("filter", _edge_summary(val_ev, val_f))
+    after_stage("filter", val_edge_metrics(val_ev, val_f))
 
     # ---- GNN
     ncfg = cfg["gnn"]
@@ -384,15 +384,3 @@ def run(
     report.per_event["edge_eff_embedding"] = counts["embedding"].per_event_efficiency
     m["time_total_s"] = time.perf_counter() - t_start
     return report
-
-
-def _edge_summary(events: list[Data], graphs: list[torch.Tensor]) -> dict[str, float]:
-    c = EdgeCounts()
-    for d, e in zip(events, graphs, strict=True):
-        c.add(graph.label_edges(d, e)[0].numpy(), d.track_edges.shape[1], d.num_nodes)
-    s = c.summary()
-    return {
-        "val_edge_eff": s["edge_eff"],
-        "val_edge_purity": s["edge_purity"],
-        "val_edges_per_hit": s["edges_per_hit"],
-    }

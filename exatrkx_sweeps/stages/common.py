@@ -73,3 +73,35 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"train.device must be auto, cpu or cuda[:N], got {name!r}.")
     return torch.device(name)
+
+
+def epoch_range(n_epochs: int, stage: str, progress: bool):
+    """range(n_epochs), with a progress bar when ``progress``."""
+    epochs = range(int(n_epochs))
+    if progress:
+        from tqdm import tqdm
+
+        return tqdm(epochs, desc=f"train {stage}", unit="epoch", leave=False)
+    return epochs
+
+
+def loaded(model: torch.nn.Module, state: dict, device) -> torch.nn.Module:
+    """``model`` with ``state`` loaded, on ``device``, in eval mode."""
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def val_edge_metrics(events, kept: list[torch.Tensor]) -> dict[str, float]:
+    """Module-wise edge efficiency / purity and edges per hit of kept graphs."""
+    from ..metrics.edges import EdgeCounts
+    from .graph import label_edges
+
+    c = EdgeCounts()
+    for d, e in zip(events, kept, strict=True):
+        c.add(label_edges(d, e)[0].numpy(), d.track_edges.shape[1], d.num_nodes)
+    s = c.summary()
+    return {
+        "val_edge_eff": s["edge_eff"],
+        "val_edge_purity": s["edge_purity"],
+        "val_edges_per_hit": s["edges_per_hit"],
+    }

@@ -16,7 +16,7 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..models.mlp import make_mlp
-from .common import EpochCallback, n_node_inputs, node_inputs
+from .common import EpochCallback, epoch_range, loaded, n_node_inputs, node_inputs, val_edge_metrics
 from .graph import radius_neighbours
 
 VERSION = "1"
@@ -92,12 +92,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
-    epochs = range(int(cfg["epochs"]))
-    if progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="train embedding", unit="epoch", leave=False)
-    for epoch in epochs:
+    for epoch in epoch_range(cfg["epochs"], "embedding", progress):
         model.train()
         total = 0.0
         for i in torch.randperm(len(train_events), generator=gen).tolist():
@@ -120,24 +115,24 @@ def train(
 @torch.no_grad()
 def validate(model, cfg, events: list[Data], device) -> dict[str, float]:
     """Edge efficiency and purity of the radius graph at ``cfg.radius`` on ``events``."""
-    from .graph import build_edges, label_edges
+    from .graph import build_edges
 
     model.eval()
-    true_kept = kept = true_total = 0
-    for data in events:
-        emb = model(node_inputs(data, cfg["use_cells"], device))
-        edges = build_edges(data, emb, cfg["radius"], cfg["knn"], cfg.get("backend", "auto"))
-        y, _ = label_edges(data, edges)
-        true_kept += int(y.sum())
-        kept += edges.shape[1]
-        true_total += data.track_edges.shape[1]
-    return {"val_edge_eff": true_kept / max(true_total, 1), "val_edge_purity": true_kept / max(kept, 1)}
+    kept = [
+        build_edges(
+            d,
+            embed(model, d, cfg["use_cells"], device),
+            cfg["radius"],
+            cfg["knn"],
+            cfg.get("backend", "auto"),
+        )
+        for d in events
+    ]
+    return val_edge_metrics(events, kept)
 
 
 def load(cfg, state: dict, device: torch.device) -> EmbeddingNet:
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return loaded(build_model(cfg), state, device)
 
 
 @torch.no_grad()

@@ -15,7 +15,16 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..models.mlp import make_mlp
-from .common import EpochCallback, edge_attributes, n_edge_attributes, n_node_inputs, node_inputs
+from .common import (
+    EpochCallback,
+    edge_attributes,
+    epoch_range,
+    loaded,
+    n_edge_attributes,
+    n_node_inputs,
+    node_inputs,
+    val_edge_metrics,
+)
 
 VERSION = "1"
 
@@ -72,12 +81,7 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
     targets = [labels(d, e, cfg["truth"]) for d, e in graphs]
     pos_weight = torch.tensor(float(cfg["pos_weight"]), device=device)
-    epochs = range(int(cfg["epochs"]))
-    if progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="train filter", unit="epoch", leave=False)
-    for epoch in epochs:
+    for epoch in epoch_range(cfg["epochs"], "filter", progress):
         model.train()
         total, steps = 0.0, 0
         for i in torch.randperm(len(graphs), generator=gen).tolist():
@@ -105,22 +109,13 @@ def train(
 
 
 def _validate(model, cfg, graphs, device, hough_mode) -> dict[str, float]:
-    from .graph import label_edges
-
-    tk = k = tt = 0
-    for data, edges in graphs:
-        keep = infer(model, data, edges, cfg, device, hough_mode) > cfg["cut"]
-        y, _ = label_edges(data, edges)
-        tk += int((y & keep).sum())
-        k += int(keep.sum())
-        tt += data.track_edges.shape[1]
-    return {"val_edge_eff": tk / max(tt, 1), "val_edge_purity": tk / max(k, 1)}
+    events = [d for d, _ in graphs]
+    kept = [e[:, infer(model, d, e, cfg, device, hough_mode) > cfg["cut"]] for d, e in graphs]
+    return val_edge_metrics(events, kept)
 
 
 def load(cfg, state, device, hough_mode: str = "none") -> nn.Module:
-    model = build_model(cfg, hough_mode)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return loaded(build_model(cfg, hough_mode), state, device)
 
 
 @torch.no_grad()

@@ -23,10 +23,13 @@ from .common import (
     EpochCallback,
     autocast,
     edge_attributes,
+    epoch_range,
     grad_scaler,
+    loaded,
     n_edge_attributes,
     n_node_inputs,
     node_inputs,
+    val_edge_metrics,
 )
 from .filtering import labels
 
@@ -88,12 +91,7 @@ def train(
     scaler = grad_scaler(precision, device)
     targets = [labels(d, e, cfg["truth"]) for d, e in graphs]
     pos_weight = torch.tensor(float(cfg["pos_weight"]), device=device)
-    epochs = range(int(cfg["epochs"]))
-    if progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="train gnn", unit="epoch", leave=False)
-    for epoch in epochs:
+    for epoch in epoch_range(cfg["epochs"], "gnn", progress):
         model.train()
         total = 0.0
         for i in torch.randperm(len(graphs), generator=gen).tolist():
@@ -122,32 +120,18 @@ def train(
 
 @torch.no_grad()
 def validate(model, cfg, graphs, device, hough_mode, edge_cut) -> dict[str, float]:
-    from .graph import label_edges
-
-    tk = k = tt = 0
-    loss = 0.0
+    loss, kept = 0.0, []
     for data, edges in graphs:
         s = infer(model, data, edges, cfg, device, hough_mode)
-        keep = s > edge_cut
-        y, _ = label_edges(data, edges)
-        tk += int((y & keep).sum())
-        k += int(keep.sum())
-        tt += data.track_edges.shape[1]
-        target = labels(data, edges, cfg["truth"])
-        loss += (
-            float(nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), target)) if s.numel() else 0.0
-        )
-    return {
-        "val_loss": loss / max(len(graphs), 1),
-        "val_edge_eff": tk / max(tt, 1),
-        "val_edge_purity": tk / max(k, 1),
-    }
+        kept.append(edges[:, s > edge_cut])
+        if s.numel():
+            target = labels(data, edges, cfg["truth"])
+            loss += float(nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), target))
+    return {"val_loss": loss / max(len(graphs), 1), **val_edge_metrics([d for d, _ in graphs], kept)}
 
 
 def load(cfg, state, device, hough_mode: str = "none") -> nn.Module:
-    model = build_model(cfg, hough_mode)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return loaded(build_model(cfg, hough_mode), state, device)
 
 
 @torch.no_grad()
