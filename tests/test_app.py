@@ -244,3 +244,27 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "iterations: 7" in r.stdout and "sim_quick" in r.stdout
+
+
+def test_failing_job_is_marked_failed_and_the_others_run(tmp_path):
+    db = tmp_path / "m.db"
+    # the first job has no training events: it raises inside the pipeline, after its run began
+    r = _app(
+        [
+            "-m",
+            *TINY,
+            "data.n_train=0,8",
+            "gnn.epochs=2",
+            f"cache.dir={tmp_path / 'c'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        {"EXATRKX_MLFLOW_DB": str(db)},
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data.n_train is 0" in r.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("exatrkx").experiment_id])
+    children = {r.data.params["data.n_train"]: r for r in runs if r.data.tags.get("role") != "parent"}
+    assert children["0"].info.status == "FAILED" and "data.n_train is 0" in children["0"].data.tags["error"]
+    assert children["8"].info.status == "FINISHED" and "eff_tech_pt0.5" in children["8"].data.metrics
