@@ -25,7 +25,6 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .geometry import (
-    BZ_EDGES_MM,
     X0_BE_MM,
     X0_SI_MM,
     Detector,
@@ -600,7 +599,6 @@ def simulate_event(
 
 
 _DEFAULT_DETECTOR: Detector | None = None
-_SURFACE_CACHE: dict[int, tuple[_Surfaces, _ModuleIndex]] = {}
 
 
 def default_detector() -> Detector:
@@ -612,10 +610,11 @@ def default_detector() -> Detector:
 
 
 def _cached_surfaces(det: Detector) -> tuple[_Surfaces, _ModuleIndex]:
-    key = id(det)
-    if key not in _SURFACE_CACHE:
-        _SURFACE_CACHE[key] = (_Surfaces.from_detector(det), _ModuleIndex(det))
-    return _SURFACE_CACHE[key]
+    """The detector's propagation surfaces and module index, built once per detector object."""
+    cached = det.__dict__.get("_simulation_index")
+    if cached is None:
+        cached = det.__dict__["_simulation_index"] = (_Surfaces.from_detector(det), _ModuleIndex(det))
+    return cached
 
 
 def simulate_dataset(
@@ -645,7 +644,6 @@ def simulate_dataset(
 
 
 __all__ = [
-    "BZ_EDGES_MM",
     "SimulationConfig",
     "default_detector",
     "generate_particles",
