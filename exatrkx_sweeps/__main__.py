@@ -50,6 +50,7 @@ def app(cfg: DictConfig):
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     log = logging.getLogger("exatrkx_sweeps")
+    link = _trial_link(log) if multirun else None
     try:
         plain = validate(cfg)
         uri = tracking.resolve_uri((plain.get("tracking") or {}).get("uri"))
@@ -57,28 +58,69 @@ def app(cfg: DictConfig):
             tracking.check_reachable(uri)
     except (ConfigError, tracking.TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if link is not None:
+            raise  # the sweeper records this trial FAIL with the message
         if multirun:
             return math.nan
         sys.exit(2)
     sweep_dir = hc.sweep.dir if multirun else None
     tags = {"study": (plain.get("tracking") or {}).get("study") or "", "job": str(hc.job.get("num", 0))}
+    if link is not None:
+        tags.update(study=link.study_name, trial=str(link.number))
+        plain.setdefault("tracking", {})
+        plain["tracking"]["run_name"] = plain["tracking"].get("run_name") or f"trial {link.number}"
     try:
         with tracking.job_run(plain, overrides, sweep_dir, tags) as run:
-            report = pipeline.run(plain, callback=run.log_curve if run else None, progress=True)
+            callbacks = _callbacks(run, link, plain)
+            if run and link:
+                link.set_user_attr("mlflow_run_id", run.run_id)
+            report = pipeline.run(plain, progress=True, **callbacks)
             if run:
                 tracking.log_report(run, report, plain, overrides)
     except Exception as exc:
+        import optuna
+
+        if isinstance(exc, optuna.TrialPruned):
+            print(f"trial {link.number if link else ''} pruned: {exc}", file=sys.stderr)
+            raise  # the sweeper records PRUNED
         if isinstance(exc, _EXPECTED_ERRORS):
             print(f"error: {_one_line(exc)}", file=sys.stderr)
         else:
             log.exception("run failed")
+        if link is not None:
+            raise  # the sweeper records FAIL with this error and goes on
         if multirun:
-            return math.nan  # marked FAILED in MLflow; the other jobs go on
+            return math.nan  # another sweeper: marked FAILED in MLflow; the other jobs go on
         sys.exit(1)
     print(report.summary_table())
     if run:
         print(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {uri}")
     return report.metrics
+
+
+def _trial_link(log):
+    """The job's Optuna trial when the Optuna sweeper launched it (else None)."""
+    from .sweeper.bridge import TrialLink
+
+    try:
+        return TrialLink.from_hydra()
+    except Exception as exc:  # pruning and trial attributes are lost, the run itself goes on
+        log.warning(f"cannot reach this job's Optuna trial ({_one_line(exc)}); running without pruning")
+        return None
+
+
+def _callbacks(run, link, cfg) -> dict:
+    """Pipeline callbacks: MLflow training curves, and the trial's intermediate values."""
+    reporter = link.reporter(cfg) if link is not None and link.pruning else None
+    if reporter is None:
+        return {"callback": run.log_curve if run else None}
+
+    def on_epoch(stage, epoch, metrics):
+        if run:
+            run.log_curve(stage, epoch, metrics)
+        reporter.on_epoch(stage, epoch, metrics)
+
+    return {"callback": on_epoch, "stage_callback": reporter.on_stage, "event_callback": reporter.on_event}
 
 
 def main() -> None:

@@ -110,6 +110,7 @@ DATA: dict[str, Check] = {
 }
 SCHEMA: dict[str, Any] = {
     "seed": _int(0),
+    "study": _opt(_str()),  # a study file for the Optuna sweeper (python -m exatrkx_sweeps -m study=NAME)
     "data": DATA,
     "eval": {"data": DATA, "noise_fraction": _opt(_FRACTION), "pt_cut": _opt(_num(0))},
     "embedding": {

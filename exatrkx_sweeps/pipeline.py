@@ -122,11 +122,13 @@ def run(
     callback: EpochCallback | None = None,
     progress: bool = False,
     stage_callback: Callable[[str, dict[str, float]], None] | None = None,
+    event_callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunReport:
     """Train (or load from the cache) every stage, test on the test events, and return
     the run report. ``callback(stage, epoch, metrics)`` sees every training epoch;
     ``stage_callback(stage, metrics)`` sees the validation edge metrics after each
-    stage. Either may raise to stop the run (pruning)."""
+    stage; ``event_callback(index, metrics)`` sees each test event's technical
+    efficiency. Any of them may raise to stop the run (pruning)."""
     t_start = time.perf_counter()
     cfg = _plain(cfg)
     seed = int(cfg.get("seed", 0))
@@ -335,7 +337,7 @@ def run(
         from tqdm import tqdm
 
         it = tqdm(test_ev, desc="test", unit="event", leave=False)
-    for d in it:
+    for i_event, d in enumerate(it):
         n_true = d.track_edges.shape[1]
         with prof.measure("graph", "infer", events=1):
             e = make_graph(d)
@@ -365,6 +367,10 @@ def run(
             d.p_eta.numpy(),
             d.p_nhits.numpy(),
         )
+        if event_callback:
+            event_callback(
+                i_event, {f"eff_tech_pt{c:g}": v[-1] for c, v in tracks_counts.per_event_eff_tech.items()}
+            )
 
     # ---- report
     m = report.metrics

@@ -268,11 +268,17 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[assignment,misc]
 
 
+def _optuna_sweep(config) -> bool:
+    """Whether the Optuna sweeper (which keeps one parent run per study) runs this multirun."""
+    target = str((config.hydra.get("sweeper") or {}).get("_target_", ""))
+    return "exatrkx_optuna_sweeper" in target
+
+
 class ParentRunCallback(Callback):  # type: ignore[misc]
     """Hydra callback: one MLflow parent run per multirun; jobs become its children."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        if not (config.get("tracking") or {}).get("enabled", True):
+        if not (config.get("tracking") or {}).get("enabled", True) or _optuna_sweep(config):
             return
         from omegaconf import OmegaConf
 
@@ -286,6 +292,8 @@ class ParentRunCallback(Callback):  # type: ignore[misc]
         )
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        if _optuna_sweep(config):
+            return  # the sweeper closes the study's parent run when no trial is left
         sweep_dir = config.hydra.sweep.dir
         run_id = parent_run_id(sweep_dir)
         if not run_id:
@@ -314,6 +322,105 @@ def job_run(cfg: Mapping, overrides: list[str], sweep_dir: str | None, tags: dic
     try:
         yield run
     except BaseException as exc:
-        run.fail(exc)
+        if type(exc).__name__ == "TrialPruned":  # stopped by the Optuna pruner: not an error
+            run.set_tags({"optuna.state": "PRUNED", "status_reason": str(exc)[:250] or "pruned"})
+            run.finish("KILLED")
+        else:
+            run.fail(exc)
         raise
     run.finish()
+
+
+# ------------------------------------------------------------------- studies ----
+
+
+class StudyParent:
+    """The MLflow parent run of an Optuna study. Its id is a user attribute of the study,
+    so every worker, and every rerun that continues the study, logs its trials under the
+    same parent; the sweep directory's parent file points the jobs at it."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri = uri
+        self.run_id = run_id
+        self.client = _client(uri)
+
+    @classmethod
+    def open(cls, tr: Mapping, study, sweep_dir: str | Path, storage: str) -> StudyParent:
+        from .sweeper.storage import redact
+
+        uri = resolve_uri(tr.get("uri"))
+        check_reachable(uri)
+        client = _client(uri)
+        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        if run_id:
+            try:
+                client.update_run(run_id, status="RUNNING")
+            except Exception:  # deleted, or another tracking store than before
+                run_id = None
+        if not run_id:
+            run = Run(
+                uri,
+                tr.get("experiment", "exatrkx"),
+                run_name=f"study {study.study_name}",
+                tags={
+                    "role": "parent",
+                    "study": study.study_name,
+                    "optuna_storage": redact(storage),
+                    "sweep_dir": str(Path(sweep_dir).resolve()),
+                    **provenance_tags(),
+                },
+            )
+            run_id = run.run_id
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        (Path(sweep_dir) / PARENT_FILE).write_text(run_id)
+        return cls(uri, run_id)
+
+    def trial_finished(self, trial, judged) -> None:
+        """Tag the trial's MLflow run with the state and values Optuna recorded."""
+        attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs
+        run_id = attrs.get("mlflow_run_id")
+        if not run_id:
+            return
+        tags = {"optuna.state": judged.state}
+        if judged.values:
+            tags["optuna.values"] = json.dumps(judged.values)
+        if judged.reason:
+            tags["optuna.reason"] = judged.reason[:5000]
+        try:
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        except Exception:
+            pass
+
+    def finish(self, study, metrics: list[str], sweep_dir: str | Path, results_file: Path) -> None:
+        """Results file, trials table and Optuna's figures on the parent run; FINISHED once
+        no trial of the study is queued or running."""
+        from optuna.trial import TrialState
+
+        from .sweeper import results
+
+        d = Path(sweep_dir)
+        for name in (results_file, d / "trials.csv"):
+            if Path(name).exists():
+                self.client.log_artifact(self.run_id, str(name))
+        self.client.log_text(self.run_id, results.table(study, metrics) + "\n", "trials.txt")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fig in results.figures(study, metrics).items():
+                path = Path(tmp) / f"{name}.html"
+                fig.write_html(path, include_plotlyjs="cdn")
+                self.client.log_artifact(self.run_id, str(path), "optuna")
+        front = results.best(study)
+        m: dict[str, float] = {f"n_{k.lower()}": v for k, v in results.counts(study).items()}
+        if len(metrics) == 1 and front:
+            m[f"best_{metrics[0]}"] = front[0].value
+        elif front:
+            m["pareto_front_size"] = len(front)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in m.items()])
+        pending = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if not pending:
+            self.client.set_terminated(self.run_id, status="FINISHED")

@@ -1,0 +1,112 @@
+"""Optuna storages from one URL string, with one clear error when they cannot be used.
+
+=====================================  ===============================================
+``null`` (default)                     SQLite at ``$EXATRKX_OPTUNA_DB`` or ``~/.exatrkx/optuna.db``
+``sqlite:///path/to/file.db``          SQLite (a relative path is made absolute)
+``path/to/file.db``                    the same
+``journal:///path/to/file.log``        Optuna's journal file storage (NFS-safe file locks)
+``path/to/file.log`` / ``.jsonl``      the same
+``postgresql://user:pw@host/db``       PostgreSQL (psycopg 3 or psycopg2 as driver)
+``mysql+pymysql://...``                MySQL
+=====================================  ===============================================
+
+All of them are shared by every worker that opens the same URL: processes on one
+machine (SQLite, journal file) or on a cluster (PostgreSQL, or a journal file on a
+shared file system).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+
+class StorageError(RuntimeError):
+    """The Optuna storage cannot be opened; the message says why and what to do."""
+
+
+def default_path() -> Path:
+    env = os.environ.get("EXATRKX_OPTUNA_DB")
+    return Path(env).expanduser().resolve() if env else Path.home() / ".exatrkx" / "optuna.db"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and results files."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def resolve(url: str | None) -> str:
+    """A canonical URL: absolute paths, an explicit scheme, a driver that is installed."""
+    if not url:
+        return f"sqlite:///{default_path()}"
+    url = str(url)
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path == ":memory:":
+            raise StorageError(
+                "storage=sqlite:///:memory: is private to one process; workers and the jobs that "
+                "report to their trial could not share it. Use a file path."
+            )
+        return f"sqlite:///{Path(path).expanduser().resolve()}"
+    if url.startswith("journal:"):
+        path = url[len("journal:///") :] if url.startswith("journal:///") else url[len("journal:") :]
+        return f"journal:///{Path(path).expanduser().resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        rest = url.split("://", 1)[1]
+        if importlib.util.find_spec("psycopg2") is not None:
+            return f"postgresql://{rest}"
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+        raise StorageError(
+            f"storage={redact(url)}: no PostgreSQL driver is installed; pip install 'psycopg[binary]'."
+        )
+    if "://" in url:
+        return url  # any other SQLAlchemy URL (postgresql+driver://, mysql://, ...)
+    path = Path(url).expanduser().resolve()
+    if path.suffix in (".log", ".jsonl", ".journal"):
+        return f"journal:///{path}"
+    return f"sqlite:///{path}"
+
+
+def open_storage(url: str | None):
+    """An Optuna storage for ``url`` (see :func:`resolve`); raises :class:`StorageError`."""
+    import optuna
+
+    url = resolve(url)
+    if url.startswith("journal:///"):
+        path = Path(url[len("journal:///") :])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"storage=journal:///{path}: cannot write there ({exc}).") from None
+    engine_kwargs: dict = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"storage={url}: cannot create {path.parent} ({exc}).") from None
+        # several worker processes write to one file: wait for the lock instead of failing
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"storage={redact(url)}: the database driver {exc.name!r} is not installed (pip install it)."
+        ) from None
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(
+            f"storage={redact(url)}: cannot open the Optuna storage ({reason[:300]}). Check that the "
+            "database server is running and the URL (user, password, host, port, database) is right, "
+            "or leave storage unset for the local SQLite file."
+        ) from None

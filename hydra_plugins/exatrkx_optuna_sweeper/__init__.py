@@ -1,0 +1,1 @@
+"""Hydra discovers this package (``hydra_plugins.*``): ``hydra/sweeper=optuna``."""

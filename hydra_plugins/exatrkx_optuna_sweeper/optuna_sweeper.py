@@ -1,0 +1,155 @@
+"""The Hydra side of the Optuna sweeper: study file + command line -> Runner -> launcher.
+
+The search logic lives in :mod:`exatrkx_sweeps.sweeper`; this class only turns Hydra's
+arguments and launcher into what the runner needs, and reports at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from exatrkx_sweeps.sweeper import bridge, results, study
+from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
+from exatrkx_sweeps.sweeper.storage import redact, resolve
+
+log = logging.getLogger("exatrkx_sweeps.sweeper")
+
+# keys of hydra.sweeper that override the study file's
+_STUDY_KEYS = ("study_name", "storage", "n_trials", "max_failures", "max_retry", "objectives")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, **conf: Any) -> None:
+        super().__init__()
+        self.conf = {k: v for k, v in conf.items() if k != "_target_"}
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    # ----------------------------------------------------------------------------
+    def _spec(self, arguments: list[str], sweep_dir: Path) -> study.StudySpec:
+        conf = self.conf
+        params = OmegaConf.to_container(conf.get("params"), resolve=True) if conf.get("params") else {}
+        extra = [f"{k}={study._text(v)}" for k, v in (params or {}).items()]
+        settings = {k: conf.get(k) for k in _STUDY_KEYS if conf.get(k) is not None}
+        if "objectives" in settings and not isinstance(settings["objectives"], str):
+            settings["objectives"] = OmegaConf.to_container(settings["objectives"], resolve=True)
+        try:
+            rel = sweep_dir.resolve().relative_to(Path.cwd())
+        except ValueError:
+            rel = sweep_dir.resolve()
+        default_name = "multirun:" + str(rel).replace(" ", "_")
+        return study.load(conf.get("study"), [*extra, *arguments], default_name, settings=settings)
+
+    def _n_jobs(self) -> int:
+        if self.conf.get("n_jobs"):
+            return int(self.conf["n_jobs"])
+        launcher = self.config.hydra.get("launcher") or {}
+        for key in ("n_jobs", "array_parallelism"):
+            n = launcher.get(key)
+            if n is not None:
+                n = int(n)
+                return os.cpu_count() or 1 if n < 0 else max(1, n)
+        return 1
+
+    def _launch(self, jobs: list[list[str]]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        valid = []
+        for i, job in enumerate(jobs):
+            try:
+                self.validate_batch_is_legal([job])
+                valid.append(i)
+            except Exception as exc:  # a config that cannot be composed: that trial fails, not the sweep
+                outcomes[i] = Outcome(error=exc)
+        if valid:
+            rets = self.launcher.launch([jobs[i] for i in valid], initial_job_idx=self.job_idx)
+            self.job_idx += len(valid)
+            for i, r in zip(valid, rets, strict=True):
+                if r.status == JobStatus.COMPLETED:
+                    outcomes[i] = Outcome(value=r._return_value)
+                else:
+                    err = r._return_value
+                    outcomes[i] = Outcome(
+                        error=err if isinstance(err, BaseException) else RuntimeError(str(err))
+                    )
+        return outcomes  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None
+        cfg = self.config
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        spec = self._spec(list(arguments), sweep_dir)
+        url = resolve(spec.storage)
+        tracking = _tracking_section(cfg)
+        runner = Runner(
+            spec,
+            self._launch,
+            storage=url,
+            n_jobs=self._n_jobs(),
+            seed=int(self.conf.get("seed") or 0),
+            heartbeat_interval=float(self.conf.get("heartbeat_interval") or 10),
+            grace_period=float(self.conf.get("grace_period") or 60),
+            poll_interval=float(self.conf.get("poll_interval") or 2),
+            job_overrides=lambda n: [f"hydra.sweeper.trial={n}", f"hydra.sweep.subdir=trial-{n}"],
+            log=log.info,
+        )
+        kind = "grid" if spec.grid else spec.sampler["name"]
+        log.info(
+            f"study {spec.name} ({kind}, {len(spec.params)} searched parameters, "
+            f"objectives {', '.join(f'{m} ({d})' for m, d in spec.objectives)}), storage {redact(url)}"
+        )
+        optuna_study = runner.open()
+        bridge.write_context(sweep_dir, url, spec.name, spec.pruner)
+        parent = None
+        if tracking is not None:
+            from exatrkx_sweeps import tracking as mlflow_tracking
+
+            parent = mlflow_tracking.StudyParent.open(tracking, optuna_study, sweep_dir, url)
+            runner.on_finished = parent.trial_finished
+        error: BaseException | None = None
+        try:
+            runner.run()
+        except SweepError as exc:
+            error = exc
+        finally:
+            path = results.write(optuna_study, spec.metric_names, url, sweep_dir)
+            print(results.table(optuna_study, spec.metric_names))
+            n = results.counts(optuna_study)
+            log.info(
+                f"study {spec.name}: "
+                + ", ".join(f"{v} {k}" for k, v in sorted(n.items()))
+                + f"; results in {path}"
+            )
+            if parent is not None:
+                parent.finish(optuna_study, spec.metric_names, sweep_dir, path)
+        if error is not None:
+            raise error
+        return None
+
+
+def _tracking_section(cfg: DictConfig) -> dict | None:
+    """The task's MLflow settings, when the task logs to MLflow."""
+    if "tracking" not in cfg:
+        return None
+    tr = OmegaConf.to_container(cfg.tracking, resolve=True)
+    if not isinstance(tr, dict) or not tr.get("enabled", True):
+        return None
+    return tr
