@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .space import grid_points, overrides_for
-from .storage import open_storage, redact
+from .storage import claim_lock, open_storage, redact
 from .study import StudySpec, make_pruner, make_sampler
 
 SLOT = "exatrkx:slot"
@@ -176,7 +176,8 @@ class Runner:
                 study.set_user_attr("description", spec.description)
         else:
             self._wait_for_budget()
-        self._ensure_slots()
+        with claim_lock(self.url):
+            self._ensure_slots()
         return study
 
     def _target(self) -> tuple[int, list[dict] | None]:
@@ -226,8 +227,11 @@ class Runner:
         storage = self.study._storage
         for t in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                    continue
+                with claim_lock(self.url):
+                    if storage.get_trial(t._trial_id).state != TrialState.WAITING:
+                        continue
+                    if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                        continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             with self._lock:

@@ -17,9 +17,12 @@ shared file system).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
+from contextlib import contextmanager
 import re
+import time
 from pathlib import Path
 
 
@@ -98,7 +101,18 @@ def open_storage(url: str | None):
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            except Exception as exc:
+                # workers that start together race to create the tables of a new database
+                text = f"{type(exc).__name__} {exc}"
+                racing = any(
+                    m in text for m in ("IntegrityError", "UniqueViolation", "already exists", "locked")
+                )
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ModuleNotFoundError as exc:
         raise StorageError(
             f"storage={redact(url)}: the database driver {exc.name!r} is not installed (pip install it)."
@@ -110,3 +124,22 @@ def open_storage(url: str | None):
             "database server is running and the URL (user, password, host, port, database) is right, "
             "or leave storage unset for the local SQLite file."
         ) from None
+
+
+@contextmanager
+def claim_lock(url: str | None):
+    """Serialises check-then-write steps (taking a queued trial, queueing slots) between
+    processes that share a SQLite file. Python's sqlite3 reads outside a transaction, so
+    two workers could both see a trial WAITING and both mark it RUNNING; PostgreSQL
+    (row locks) and the journal file (ordered log replay) decide such races themselves."""
+    url = resolve(url)
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url[len("sqlite:///") :] + ".lock")
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

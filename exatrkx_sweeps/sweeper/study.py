@@ -198,6 +198,11 @@ def build(
 
 
 def check(spec: StudySpec, where: str = "") -> None:
+    pname = spec.pruner["name"]
+    if pname not in PRUNERS:
+        raise StudyError(f"{where}pruner={pname}: one of {', '.join(PRUNERS)}.")
+    if spec.sampler["name"] not in SAMPLERS:
+        raise StudyError(f"{where}sampler={spec.sampler['name']}: one of {', '.join(SAMPLERS)}.")
     for key, lo in (("n_trials", 1), ("max_failures", 0)):
         v = getattr(spec, key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
@@ -211,11 +216,6 @@ def check(spec: StudySpec, where: str = "") -> None:
         )
     if not spec.grid and spec.n_trials is None:
         raise StudyError(f"{where}n_trials: a search that is not a grid needs a total number of trials.")
-    pname = spec.pruner["name"]
-    if pname not in PRUNERS:
-        raise StudyError(f"{where}pruner={pname}: one of {', '.join(PRUNERS)}.")
-    if spec.sampler["name"] not in SAMPLERS:
-        raise StudyError(f"{where}sampler={spec.sampler['name']}: one of {', '.join(SAMPLERS)}.")
     if pname != "none":
         if len(spec.objectives) > 1:
             raise StudyError(

@@ -13,18 +13,23 @@ from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from exatrkx_sweeps.sweeper import bridge, results, study
 from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
-from exatrkx_sweeps.sweeper.storage import redact, resolve
+from exatrkx_sweeps.sweeper.storage import StorageError, redact, resolve
 
 log = logging.getLogger("exatrkx_sweeps.sweeper")
 
 # keys of hydra.sweeper that override the study file's
 _STUDY_KEYS = ("study_name", "storage", "n_trials", "max_failures", "max_retry", "objectives")
+
+
+class SweepFailed(CompactHydraException):
+    """Printed by Hydra as its message alone: one line that says what is wrong and what to do."""
 
 
 class OptunaSweeper(Sweeper):
@@ -93,6 +98,14 @@ class OptunaSweeper(Sweeper):
 
     # ----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        from exatrkx_sweeps.tracking import TrackingError
+
+        try:
+            return self._sweep(arguments)
+        except (study.StudyError, StorageError, SweepError, TrackingError) as exc:
+            raise SweepFailed(f"error: {exc}") from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
         cfg = self.config
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
