@@ -20,9 +20,9 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
-from contextlib import contextmanager
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
