@@ -30,5 +30,7 @@ def small_event(detector):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """No test writes to the user's cache."""
+    """No test writes to the user's cache, MLflow store or Optuna storage."""
     monkeypatch.setenv("EXATRKX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EXATRKX_MLFLOW_DB", str(tmp_path / "user" / "mlflow.db"))
+    monkeypatch.setenv("EXATRKX_OPTUNA_DB", str(tmp_path / "user" / "optuna.db"))

@@ -42,6 +42,10 @@ def _check_multirun(client: MlflowClient, experiment: str = "exatrkx"):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2, [(r.info.status, r.data.tags.get("error")) for r in runs]
     assert sorted(r.data.params["gnn.iterations"] for r in children) == ["2", "3"]
+    # a command-line grid is an Optuna study: children are tagged with its name and trial numbers
+    assert sorted(r.data.tags["trial"] for r in children) == ["0", "1"]
+    assert {r.data.tags["study"] for r in children} == {parent.data.tags["study"]}
+    assert all(r.data.tags["optuna.state"] == "COMPLETE" for r in children)
     for r in children:
         assert r.info.status == "FINISHED"
         m = r.data.metrics
@@ -268,3 +272,66 @@ def test_failing_job_is_marked_failed_and_the_others_run(tmp_path):
     children = {r.data.params["data.n_train"]: r for r in runs if r.data.tags.get("role") != "parent"}
     assert children["0"].info.status == "FAILED" and "data.n_train is 0" in children["0"].data.tags["error"]
     assert children["8"].info.status == "FINISHED" and "eff_tech_pt0.5" in children["8"].data.metrics
+
+
+def test_two_trial_study_of_the_real_pipeline(tmp_path):
+    """study=FILE on the tiny configuration: trials report to Optuna through the pipeline's
+    callbacks, store their metrics and MLflow run id, and MLflow children align with trials."""
+    import optuna
+    import yaml
+
+    from exatrkx_sweeps.sweeper.storage import open_storage
+
+    study_file = tmp_path / "tiny_study.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "params": {"gnn.lr": "0.005,0.002"},  # (TINY fixes gnn.hidden: the command line wins)
+                "objectives": {"eff_tech_pt0.5": "maximize"},
+                "pruner": {
+                    "name": "median",
+                    "n_startup_trials": 1,
+                    "intermediate": ["gnn/val_edge_eff@epoch"],
+                },
+            }
+        )
+    )
+    db, storage = tmp_path / "m.db", tmp_path / "optuna.db"
+    args = [
+        "-m",
+        f"study={study_file}",
+        *TINY,
+        f"cache.dir={tmp_path / 'c'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage={storage}",
+    ]
+    r = _app(args, {"EXATRKX_MLFLOW_DB": str(db)}, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = optuna.load_study(study_name="tiny_study", storage=open_storage(str(storage)))
+    assert len(s.trials) == 2 and {t.params["gnn.lr"] for t in s.trials} == {0.005, 0.002}
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for t in s.trials:
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        assert (
+            sorted(t.intermediate_values) == list(range(len(t.intermediate_values))) and t.intermediate_values
+        )
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["study"] == "tiny_study" and run.data.tags["trial"] == str(t.number)
+        assert float(run.data.params["gnn.lr"]) == t.params["gnn.lr"]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == run.data.metrics["eff_tech_pt0.5"] > 0.3  # it reconstructs tracks
+            assert 0 < t.user_attrs["purity"] <= 1 and "time_infer_total_s" in t.user_attrs
+            assert run.info.status == "FINISHED"
+        else:
+            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+    parent = client.get_run(s.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and "best_eff_tech_pt0.5" in parent.data.metrics
+    results = yaml.safe_load((tmp_path / "sweep" / "optuna_results.yaml").read_text())
+    assert results["study_name"] == "tiny_study"
+    # the second trial changed only gnn.*: data, embedding and filter came from the stage cache
+    second = client.get_run(s.trials[1].user_attrs["mlflow_run_id"])
+    assert second.data.tags.get("cache.embedding", "True") == "True"
+    # rerunning the same command runs nothing more
+    r = _app(args, {"EXATRKX_MLFLOW_DB": str(db)}, tmp_path)
+    assert r.returncode == 0 and len(s.trials) == 2
+    assert len(optuna.load_study(study_name="tiny_study", storage=open_storage(str(storage))).trials) == 2

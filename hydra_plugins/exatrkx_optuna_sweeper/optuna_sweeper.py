@@ -56,11 +56,9 @@ class OptunaSweeper(Sweeper):
         settings = {k: conf.get(k) for k in _STUDY_KEYS if conf.get(k) is not None}
         if "objectives" in settings and not isinstance(settings["objectives"], str):
             settings["objectives"] = OmegaConf.to_container(settings["objectives"], resolve=True)
-        try:
-            rel = sweep_dir.resolve().relative_to(Path.cwd())
-        except ValueError:
-            rel = sweep_dir.resolve()
-        default_name = "multirun:" + str(rel).replace(" ", "_")
+        # a command-line grid is its sweep directory's study: rerunning into the same directory
+        # (hydra.sweep.dir=...) resumes it, a new directory starts afresh
+        default_name = "multirun:" + str(sweep_dir.resolve()).replace(" ", "_")
         return study.load(conf.get("study"), [*extra, *arguments], default_name, settings=settings)
 
     def _n_jobs(self) -> int:
