@@ -50,6 +50,7 @@ def app(cfg: DictConfig):
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     log = logging.getLogger("exatrkx_sweeps")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it loaded
     link = _trial_link(log) if multirun else None
     try:
         plain = validate(cfg)

@@ -10,19 +10,18 @@ a SHA-256 checksum, and an entry that fails it (a torn or corrupted file) is reb
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
+from .locks import file_lock
 
 
 def stage_key(stage: str, config: Any, upstream: list[str] | tuple[str, ...] = (), version: str = "1") -> str:
@@ -76,16 +75,8 @@ class StageCache:
                 os.fsync(f.fileno())
             tmp.replace(path)
 
-    @contextmanager
     def _lock(self, key: str):
-        _, _, lock = self._paths(key)
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self._paths(key)[2])
 
     def get_or_build(self, name: str, key: str, build: Callable[[], Any]) -> Any:
         """The cached value of ``key``, or ``build()`` stored under it. Records in

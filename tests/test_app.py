@@ -239,6 +239,19 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
         timeout=60,
     )
     assert str(venv) in where.stdout  # the wheel's copy, not the checkout's
+    shipped = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import hydra_plugins.exatrkx_optuna_sweeper.optuna_sweeper as p; "
+            "from exatrkx_sweeps.sweeper import study; print(p.__file__, study.available())",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert str(venv) in shipped.stdout and "gnn_depth" in shipped.stdout, shipped.stderr[-2000:]
     r = subprocess.run(
         [str(py), "-m", "exatrkx_sweeps", "--cfg", "job", "gnn.iterations=7"],
         cwd=elsewhere,

@@ -481,3 +481,24 @@ def test_multi_objective_study_records_its_pareto_front_in_mlflow(tmp_path):
     assert "pareto_front.html" in plots and "optimization_history_score.html" in plots
     local = client.download_artifacts(parent_id, "optuna_results.yaml", str(tmp_path))
     assert yaml.safe_load(Path(local).read_text())["pareto_front"] == res["pareto_front"]
+
+
+@pytest.mark.parametrize("name", study.SAMPLERS)
+def test_every_sampler_name_builds(name):
+    sampler = study.make_sampler({"name": name}, grid=False, seed=3)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+def test_launcher_configs_compose():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        targets = {
+            name: compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True).hydra
+            for name in ("local", "joblib", "slurm")
+        }
+    assert targets["local"].launcher._target_.endswith("BasicLauncher")
+    assert targets["joblib"].launcher._target_.endswith("JoblibLauncher")
+    assert targets["slurm"].launcher._target_.endswith("SlurmLauncher")
+    assert targets["slurm"].launcher.array_parallelism == 16
+    assert all(t.sweeper._target_.endswith("OptunaSweeper") for t in targets.values())

@@ -137,6 +137,7 @@ class Runner:
         self.on_finished = on_finished
         self.log = log
         self.failures = 0
+        self.n_target = 0
         self.finished: list[tuple[int, Judged]] = []
         self._active: set[int] = set()
         self._lock = threading.Lock()
@@ -204,6 +205,7 @@ class Runner:
 
         study = self.study
         n, points = self._target()
+        self.n_target = n
         have = {t.system_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
         missing = [i for i in range(n) if i not in have]
         for i in missing:
@@ -226,6 +228,8 @@ class Runner:
 
         storage = self.study._storage
         for t in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if t.system_attrs.get(SLOT, -1) >= self.n_target:
+                continue  # queued by an earlier run with a larger n_trials: not in this run's total
             try:
                 with claim_lock(self.url):
                     if storage.get_trial(t._trial_id).state != TrialState.WAITING:

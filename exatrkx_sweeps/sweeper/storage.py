@@ -17,13 +17,14 @@ shared file system).
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from ..locks import file_lock
 
 
 class StorageError(RuntimeError):
@@ -136,10 +137,5 @@ def claim_lock(url: str | None):
     if not url.startswith("sqlite:///"):
         yield
         return
-    path = Path(url[len("sqlite:///") :] + ".lock")
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(url[len("sqlite:///") :] + ".lock"):
+        yield
