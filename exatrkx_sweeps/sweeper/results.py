@@ -68,6 +68,10 @@ def summary(study, metrics: list[str], storage: str | None) -> dict[str, Any]:
     return out
 
 
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def table(study, metrics: list[str]) -> str:
     """Every trial: number, state, parameters, objective values (Pareto-optimal ones marked *)."""
     trials = study.get_trials(deepcopy=False)
@@ -83,7 +87,7 @@ def table(study, metrics: list[str]) -> str:
         vals = [f"{v:.4g}" for v in t.values] if t.values else [""] * len(metrics)
         note = "" if t.state.name != "FAIL" else t.user_attrs.get(REASON, "")[:60]
         row = [f"{t.number}{'*' if t.number in front else ''}", state]
-        row += [str(t.params.get(k, "")) for k in keys] + vals
+        row += [_short(t.params.get(k, "")) for k in keys] + vals
         rows.append((row, note))
     widths = [max(len(h), *(len(r[i]) for r, _ in rows)) if rows else len(h) for i, h in enumerate(head)]
 
