@@ -155,6 +155,7 @@ SCHEMA: dict[str, Any] = {
         "min_track_hits": _int(1),
         "backend": _choice("auto", "scipy", "cugraph"),
         "resolve_junctions": _bool(),
+        "junction_rounds": _int(0),
     },
     "augment": {
         "hough": _choice("none", "params", "votes"),

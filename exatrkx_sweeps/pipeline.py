@@ -357,6 +357,7 @@ def run(
                 edge_cut,
                 cfg["tracks"].get("backend", "auto"),
                 bool(cfg["tracks"].get("resolve_junctions", True)),
+                int(cfg["tracks"].get("junction_rounds", 1)),
             )
         tracks_counts.add(
             labels,

@@ -36,15 +36,44 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def best_neighbour_edges(n_nodes: int, edges: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def best_neighbour_edges(
+    n_nodes: int, edges: torch.Tensor, scores: torch.Tensor, rounds: int = 1
+) -> torch.Tensor:
     """Mask of edges that are the top-scoring outgoing edge of their source and the
-    top-scoring incoming edge of their target."""
+    top-scoring incoming edge of their target. With ``rounds`` > 1 (0: until nothing
+    changes) the choice repeats among the edges whose source still has no outgoing and
+    whose target still has no incoming edge: a greedy one-in-one-out matching by score,
+    which mends a track whose best edge lost to a fake at the other hit."""
+    keep = torch.zeros(edges.shape[1], dtype=torch.bool)
     if edges.shape[1] == 0:
-        return torch.zeros(0, dtype=torch.bool)
+        return keep
     s = scores.float()
-    best_out = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[0], s, reduce="amax")
-    best_in = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[1], s, reduce="amax")
-    return (s >= best_out[edges[0]]) & (s >= best_in[edges[1]])
+    has_out = torch.zeros(n_nodes, dtype=torch.bool)
+    has_in = torch.zeros(n_nodes, dtype=torch.bool)
+    open_ = torch.ones_like(keep)
+    r = 0
+    while open_.any() and (rounds <= 0 or r < rounds):
+        so = torch.where(open_, s, torch.full_like(s, -1.0))
+        best_out = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[0], so, reduce="amax")
+        best_in = torch.full((n_nodes,), -1.0).scatter_reduce(0, edges[1], so, reduce="amax")
+        chosen = open_ & (s >= best_out[edges[0]]) & (s >= best_in[edges[1]])
+        if not chosen.any():
+            break
+        # one edge per hit and direction even when scores tie
+        src_first = torch.full((n_nodes,), edges.shape[1]).scatter_reduce(
+            0, edges[0][chosen], torch.nonzero(chosen).flatten(), reduce="amin"
+        )
+        chosen &= src_first[edges[0]] == torch.arange(edges.shape[1])
+        dst_first = torch.full((n_nodes,), edges.shape[1]).scatter_reduce(
+            0, edges[1][chosen], torch.nonzero(chosen).flatten(), reduce="amin"
+        )
+        chosen &= dst_first[edges[1]] == torch.arange(edges.shape[1])
+        keep |= chosen
+        has_out[edges[0][chosen]] = True
+        has_in[edges[1][chosen]] = True
+        open_ &= ~has_out[edges[0]] & ~has_in[edges[1]]
+        r += 1
+    return keep
 
 
 def label_hits(
@@ -54,12 +83,13 @@ def label_hits(
     cut: float,
     backend: str = "auto",
     resolve_junctions: bool = True,
+    junction_rounds: int = 1,
 ) -> np.ndarray:
     """(N,) int64 component label of every hit."""
     keep = (scores > cut).cpu()
     e, scores = edges.cpu()[:, keep], scores.cpu()[keep]
     if resolve_junctions:
-        e = e[:, best_neighbour_edges(n_nodes, e, scores)]
+        e = e[:, best_neighbour_edges(n_nodes, e, scores, junction_rounds)]
     if resolve_backend(backend) == "cugraph":
         cugraph, cudf = _cugraph()
         df = cudf.DataFrame({"src": cudf.from_dlpack(e[0].cuda()), "dst": cudf.from_dlpack(e[1].cuda())})
