@@ -442,7 +442,7 @@ def test_pruners_stop_bad_trials_through_the_shared_storage(tmp_path, pruner):
         assert states[0] == states[2] == TrialState.COMPLETE
         assert states[5] == TrialState.PRUNED  # far below the others at every step
     pruned = [t for t in s.trials if t.state == TrialState.PRUNED]
-    assert all(t.intermediate_values for t in pruned)
+    assert all(t.intermediate_values and "pruned at step" in t.user_attrs["prune_reason"] for t in pruned)
 
 
 def test_multi_objective_study_records_its_pareto_front_in_mlflow(tmp_path):

@@ -329,7 +329,8 @@ class Runner:
             for k, v in judged.metrics.items():
                 storage.set_trial_user_attr(trial._trial_id, k, v)
             if judged.reason:
-                storage.set_trial_user_attr(trial._trial_id, REASON, judged.reason[:2000])
+                key = "prune_reason" if judged.state == "PRUNED" else REASON
+                storage.set_trial_user_attr(trial._trial_id, key, judged.reason[:2000])
             state = getattr(TrialState, judged.state)
             self.study.tell(
                 trial, values=judged.values if state == TrialState.COMPLETE else None, state=state
