@@ -343,8 +343,8 @@ def test_two_trial_study_of_the_real_pipeline(tmp_path):
     assert results["study_name"] == "tiny_study"
     # the second trial changed only gnn.*: data, embedding and filter came from the stage cache
     second = client.get_run(s.trials[1].user_attrs["mlflow_run_id"])
-    assert second.data.tags.get("cache.embedding", "True") == "True"
+    assert second.data.tags["cache.embedding"] == "True"
     # rerunning the same command runs nothing more
     r = _app(args, {"EXATRKX_MLFLOW_DB": str(db)}, tmp_path)
-    assert r.returncode == 0 and len(s.trials) == 2
+    assert r.returncode == 0, r.stderr[-3000:]
     assert len(optuna.load_study(study_name="tiny_study", storage=open_storage(str(storage))).trials) == 2

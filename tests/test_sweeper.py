@@ -211,7 +211,9 @@ class Sweep:
 
     def args(self, *overrides: str) -> list[str]:
         objective = (
-            [] if any("hydra.sweeper.study=" in o for o in overrides) else ["hydra.sweeper.objectives=score"]
+            []
+            if any(o.startswith(("hydra.sweeper.study=", "hydra.sweeper.objectives=")) for o in overrides)
+            else ["hydra.sweeper.objectives=score"]
         )
         return [
             sys.executable,
@@ -382,6 +384,14 @@ def test_failure_budget_stops_the_sweep_with_one_clear_error(tmp_path):
     assert p.returncode != 0
     assert "stopped: 1 trials failed, more than max_failures=0" in p.stderr
     assert len(sw.points()) == 1  # nothing ran after the budget was spent
+
+
+def test_an_objective_the_task_never_reports_stops_after_the_first_trial(tmp_path):
+    sw = Sweep(tmp_path)
+    p = sw.run("x=0,1,2", "hydra.sweeper.objectives=effciency", "hydra.sweeper.study_name=o", check=False)
+    assert p.returncode != 0
+    assert "stopped: objective 'effciency' is not among the job's metrics" in p.stderr
+    assert len(sw.points()) == 1  # not three failed trials
 
 
 def test_unreachable_storage_is_one_clear_error_at_start(tmp_path):

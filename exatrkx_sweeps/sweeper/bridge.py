@@ -65,7 +65,7 @@ class TrialLink:
             hc = HydraConfig.get()
         except Exception:
             return None
-        number = (hc.sweeper or {}).get("trial") if "sweeper" in hc else None
+        number = hc.sweeper.get("trial")  # None under another sweeper, or outside a sweep
         if number is None:
             return None
         f = Path(hc.sweep.dir) / CONTEXT_FILE

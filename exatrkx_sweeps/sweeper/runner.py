@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .space import grid_points, overrides_for
-from .storage import claim_lock, open_storage, redact
+from .storage import claim_lock, open_storage
 from .study import StudySpec, make_pruner, make_sampler
 
 SLOT = "exatrkx:slot"
@@ -424,6 +424,3 @@ class Runner:
             raise SweepError(
                 f"stopped: {fatal}. Fix the study's objectives (metric names of the run report)."
             )
-
-    def describe_storage(self) -> str:
-        return redact(str(self.url or "default SQLite"))

@@ -89,10 +89,6 @@ class StudySpec:
     def metric_names(self) -> list[str]:
         return [m for m, _ in self.objectives]
 
-    @property
-    def intermediate(self) -> list[str]:
-        return list(self.pruner.get("intermediate") or [])
-
 
 def available(extra_dirs: list[Path] | None = None) -> list[str]:
     names = set()
