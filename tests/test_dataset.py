@@ -56,10 +56,13 @@ def test_selection_pt_and_noise(small_event, detector):
 
 def test_splits_never_overlap():
     ids = split_event_ids({"n_train": 5, "n_val": 2, "n_test": 3, "first_event": 100})
-    assert ids["train"] == list(range(100, 105)) and ids["test"] == list(range(107, 110))
+    assert ids["test"] == list(range(100, 103)) and ids["train"] == list(range(105, 110))
+    # more training events never move the test or validation events
+    more = split_event_ids({"n_train": 50, "n_val": 2, "n_test": 3, "first_event": 100})
+    assert more["test"] == ids["test"] and more["val"] == ids["val"] and len(more["train"]) == 50
     avail = [3, 8, 9, 20, 21]
     ids = split_event_ids({"n_train": 2, "n_val": 1, "n_test": None}, avail)
-    assert ids == {"train": [3, 8], "val": [9], "test": [20, 21]}
+    assert ids == {"test": [3, 8], "val": [9], "train": [20, 21]}
     assert not set(ids["train"]) & set(ids["test"])
     with pytest.raises(ValueError, match="directory holds 5"):
         split_event_ids({"n_train": 4, "n_val": 1, "n_test": 1}, avail)
@@ -68,7 +71,7 @@ def test_splits_never_overlap():
 def test_store_caches_and_rebuilds_corrupt_entries(tmp_path):
     store = EventStore(SIM, cache_dir=tmp_path)
     train = store.split("train")
-    assert [d.event_id for d in train] == [10, 11]
+    assert [d.event_id for d in train] == [13, 14]  # test (10, 11) and val (12) come first
     files = sorted(store.dir.glob("*.pt"))
     assert len(files) == 2
     mtime = files[0].stat().st_mtime_ns
@@ -98,7 +101,7 @@ def test_trackml_directory_store(tmp_path, detector):
         {"source": "trackml", "path": str(raw), "n_train": 1, "n_val": 0, "n_test": None},
         cache_dir=tmp_path / "c",
     )
-    assert store.ids["test"] == [2, 3]
+    assert store.ids["test"] == [1, 2] and store.ids["train"] == [3]
     test = store.split("test")
     assert len(test) == 2 and test[0].track_edges.shape[1] > 0
     # a directory with one event and no cells file

@@ -4,6 +4,7 @@ import torch
 from exatrkx_sweeps.models.attention import AttentionGNN
 from exatrkx_sweeps.models.gcn import GCN
 from exatrkx_sweeps.models.interaction import InteractionGNN
+from exatrkx_sweeps.models.mlp import edge_mlp, make_mlp
 from exatrkx_sweeps.stages.common import autocast, check_precision
 
 
@@ -49,6 +50,25 @@ def test_checkpointing_keeps_gradients_and_saves_memory(cls):
         assert mem[1] < 0.6 * mem[0], mem
     else:
         assert mem[1] < mem[0]
+
+
+@pytest.mark.parametrize("edge_dim", [0, 6])
+def test_edge_mlp_equals_the_mlp_on_concatenated_hits(edge_dim):
+    """The split first layer is the same function with the same gradients as the MLP
+    on cat([h[src], h[dst], edge_attr])."""
+    x, edges, attr, _ = _graph()
+    torch.manual_seed(1)
+    h = torch.randn(x.shape[0], 16, requires_grad=True)
+    a = attr[:, :edge_dim].clone().requires_grad_(True) if edge_dim else None
+    mlp = make_mlp(32 + edge_dim, 24, 2, 5, activation="silu")
+    parts = [h[edges[0]], h[edges[1]]] + ([a] if edge_dim else [])
+    ref = mlp(torch.cat(parts, dim=-1))
+    out = edge_mlp(mlp, h, edges, a)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), [h, *mlp.parameters()])
+    g_out = torch.autograd.grad(out.square().sum(), [h, *mlp.parameters()])
+    for u, v in zip(g_ref, g_out, strict=True):
+        assert torch.allclose(u, v, atol=1e-4, rtol=1e-4)
 
 
 def test_interaction_aggregations_and_shapes():

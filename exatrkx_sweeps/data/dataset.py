@@ -154,25 +154,28 @@ def _plain(cfg: Any) -> Any:
 def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[str, list[int]]:
     """Disjoint train / val / test event ids. Simulated data numbers events from
     ``first_event``; a TrackML directory's events are taken in sorted order, and
-    ``n_test: null`` means every event left after train and val."""
-    counts = [cfg.get(f"n_{s}") for s in SPLITS]
+    ``n_test: null`` means every event left after train and val. The test events come
+    first, then validation, then training, so that a study of ``n_train`` (or of
+    ``n_val``) always tests on the same events."""
+    counts = {s: cfg.get(f"n_{s}") for s in SPLITS}
     if available is None:
-        start = int(cfg.get("first_event", 1000))
-        if any(c is None for c in counts):
+        if any(c is None for c in counts.values()):
             raise ValueError("data: simulated data needs n_train, n_val and n_test as numbers.")
-        bounds = np.cumsum([0, *counts])
-        return {s: list(range(start + bounds[i], start + bounds[i + 1])) for i, s in enumerate(SPLITS)}
-    n_train, n_val = int(counts[0] or 0), int(counts[1] or 0)
-    n_test = len(available) - n_train - n_val if counts[2] is None else int(counts[2])
-    if n_train + n_val + n_test > len(available) or n_test < 0:
+        available = range(int(cfg.get("first_event", 1000)), 1 << 62)  # sliced lazily below
+        n_available = None
+    else:
+        n_available = len(available)
+    n_train, n_val = int(counts["train"] or 0), int(counts["val"] or 0)
+    n_test = (n_available or 0) - n_train - n_val if counts["test"] is None else int(counts["test"])
+    if n_available is not None and (n_train + n_val + n_test > n_available or n_test < 0):
         raise ValueError(
             f"data: asked for {n_train}/{n_val}/{n_test} train/val/test events but the "
-            f"directory holds {len(available)}; lower data.n_train/n_val/n_test."
+            f"directory holds {n_available}; lower data.n_train/n_val/n_test."
         )
     return {
-        "train": available[:n_train],
-        "val": available[n_train : n_train + n_val],
-        "test": available[n_train + n_val : n_train + n_val + n_test],
+        "test": list(available[:n_test]),
+        "val": list(available[n_test : n_test + n_val]),
+        "train": list(available[n_test + n_val : n_test + n_val + n_train]),
     }
 
 

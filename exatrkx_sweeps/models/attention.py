@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from .mlp import make_mlp, run
+from .mlp import edge_mlp, make_mlp, run
 
 
 class AttentionGNN(nn.Module):
@@ -37,8 +37,7 @@ class AttentionGNN(nn.Module):
         self.node_network = make_mlp(3 * hidden, hidden, out_dim=hidden, **mlp)
 
     def _edge_logits(self, h, edge_index, edge_attr):
-        parts = [h[edge_index[0]], h[edge_index[1]]] + ([edge_attr] if edge_attr is not None else [])
-        return run(self.edge_network, torch.cat(parts, dim=-1), checkpointing=self.checkpointing).squeeze(-1)
+        return edge_mlp(self.edge_network, h, edge_index, edge_attr, self.checkpointing).squeeze(-1)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor | None = None):
         src, dst = edge_index

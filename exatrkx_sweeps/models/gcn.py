@@ -13,7 +13,7 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from .mlp import ACTIVATIONS, make_mlp, run
+from .mlp import ACTIVATIONS, edge_mlp, make_mlp, run
 
 
 class GCN(nn.Module):
@@ -45,5 +45,4 @@ class GCN(nn.Module):
         undirected = to_undirected(edge_index, num_nodes=x.shape[0])
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = h + self.act(norm(conv(h, undirected)))
-        parts = [h[edge_index[0]], h[edge_index[1]]] + ([edge_attr] if edge_attr is not None else [])
-        return run(self.classifier, torch.cat(parts, dim=-1), checkpointing=self.checkpointing).squeeze(-1)
+        return edge_mlp(self.classifier, h, edge_index, edge_attr, self.checkpointing).squeeze(-1)

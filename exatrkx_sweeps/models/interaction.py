@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from .mlp import make_mlp, run
+from .mlp import edge_mlp, make_mlp, run
 
 AGGREGATIONS = ("sum", "max", "sum_max")
 
@@ -57,21 +57,17 @@ class InteractionGNN(nn.Module):
         self.output = make_mlp(3 * hidden, hidden, out_dim=1, **mlp)
 
     def _step(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor):
-        src, dst = edge_index
-        e = e + self.edge_network(torch.cat([h[src], h[dst], e], dim=-1))
+        e = e + edge_mlp(self.edge_network, h, edge_index, e)
         agg = aggregate(e, edge_index, h.shape[0], self.aggregation)
         h = h + self.node_network(torch.cat([h, agg], dim=-1))
         return h, e
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor | None = None):
-        src, dst = edge_index
-        parts = [x[src], x[dst]] + ([edge_attr] if edge_attr is not None else [])
         h = run(self.node_encoder, x, checkpointing=self.checkpointing)
-        e = run(self.edge_encoder, torch.cat(parts, dim=-1), checkpointing=self.checkpointing)
+        e = edge_mlp(self.edge_encoder, x, edge_index, edge_attr, self.checkpointing)
         for _ in range(self.iterations):
             if self.checkpointing and torch.is_grad_enabled():
                 h, e = torch.utils.checkpoint.checkpoint(self._step, h, e, edge_index, use_reentrant=False)
             else:
                 h, e = self._step(h, e, edge_index)
-        out = torch.cat([h[src], h[dst], e], dim=-1)
-        return run(self.output, out, checkpointing=self.checkpointing).squeeze(-1)
+        return edge_mlp(self.output, h, edge_index, e, self.checkpointing).squeeze(-1)

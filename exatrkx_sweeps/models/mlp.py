@@ -35,9 +35,32 @@ def make_mlp(
     return nn.Sequential(*layers)
 
 
-def run(module: nn.Module, *inputs: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
+def run(module, *inputs: torch.Tensor | None, checkpointing: bool = False) -> torch.Tensor:
     """module(*inputs), recomputed in the backward pass when ``checkpointing`` (saves the
-    activations' memory at the price of a second forward)."""
+    activations' memory at the price of a second forward). ``module``: any callable."""
     if checkpointing and torch.is_grad_enabled():
         return checkpoint(module, *inputs, use_reentrant=False)
     return module(*inputs)
+
+
+def edge_mlp(
+    mlp: nn.Sequential,
+    h: torch.Tensor,
+    edge_index: torch.Tensor,
+    edge_attr: torch.Tensor | None = None,
+    checkpointing: bool = False,
+) -> torch.Tensor:
+    """``mlp(cat([h[src], h[dst], edge_attr]))`` without building that (E, 2F + F_edge)
+    input: the first Linear layer is split into its source, target and edge blocks, the
+    node blocks act once per hit (N rows) and are then gathered to the edges (E rows).
+    The same function and parameters, with a third fewer multiply-adds per edge."""
+
+    def f(h: torch.Tensor, edge_attr: torch.Tensor | None) -> torch.Tensor:
+        first, n = mlp[0], h.shape[-1]
+        w_src, w_dst, w_edge = first.weight.split([n, n, first.in_features - 2 * n], dim=1)
+        a, b = nn.functional.linear(h, torch.cat([w_src, w_dst])).chunk(2, dim=-1)
+        z = a[edge_index[0]] + b[edge_index[1]]
+        z = z + (first.bias if edge_attr is None else nn.functional.linear(edge_attr, w_edge, first.bias))
+        return mlp[1:](z)
+
+    return run(f, h, edge_attr, checkpointing=checkpointing)

@@ -26,7 +26,7 @@ from .common import (
     val_edge_metrics,
 )
 
-VERSION = "1"
+VERSION = "2"  # 2: cosine learning-rate schedule
 
 
 def build_model(cfg, hough_mode: str) -> nn.Module:
@@ -79,6 +79,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg, hough_mode).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg["epochs"]), 1))
     targets = [labels(d, e, cfg["truth"]) for d, e in graphs]
     pos_weight = torch.tensor(float(cfg["pos_weight"]), device=device)
     for epoch in epoch_range(cfg["epochs"], "filter", progress):
@@ -100,6 +101,7 @@ def train(
                 opt.step()
                 total += float(loss.detach())
                 steps += 1
+        sched.step()
         metrics = {"loss": total / max(steps, 1)}
         if val_graphs:
             metrics.update(_validate(model, cfg, val_graphs, device, hough_mode))
