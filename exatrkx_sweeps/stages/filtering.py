@@ -3,8 +3,9 @@
 Training samples, per event and epoch, the graph's true edges, hard negatives (false
 edges of the embedding graph) and random negatives (random hit pairs) at configurable
 ratios, with a positive weight in the binary cross-entropy, in mini-batches of
-``batch_size`` edges. Inference runs in chunks of ``chunk_size`` edges so that a
-10-million-edge graph fits in memory; edges scoring above ``filter.cut`` are kept.
+``batch_size`` edges, with a cosine learning-rate schedule over the epochs. Inference
+runs in chunks of ``chunk_size`` edges so that a 10-million-edge graph fits in memory;
+edges scoring above ``filter.cut`` are kept.
 """
 
 from __future__ import annotations
