@@ -52,10 +52,12 @@ def test_reproducible(first_run):
         assert again.metrics[k] == pytest.approx(report.metrics[k])
 
 
-@pytest.mark.parametrize("model", ["attention", "gcn"])
-def test_other_gnn_architectures_train(first_run, model):
+# the GCN learns slowest: at 12 epochs its scores on the filtered tiny graphs barely move
+# (edge purity 0.293 -> 0.293 for one seed), at 25 it gains 5-19 points over three seeds
+@pytest.mark.parametrize("model,epochs", [("attention", 12), ("gcn", 25)])
+def test_other_gnn_architectures_train(first_run, model, epochs):
     cache, _, _ = first_run
-    report = pipeline.run(validate(tiny_cfg(f"gnn={model}", "gnn.epochs=12", cache_dir=cache)))
+    report = pipeline.run(validate(tiny_cfg(f"gnn={model}", f"gnn.epochs={epochs}", cache_dir=cache)))
     assert report.metrics["edge_purity_gnn"] > report.metrics["edge_purity_filter"]
 
 
