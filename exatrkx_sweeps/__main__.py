@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import ConfigError, validate
+from .errors import one_line
 
 _CONF = Path(__file__).parent / "conf"
 _EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)
@@ -32,11 +33,6 @@ def _rewrite_argv(argv: list[str]) -> list[str]:
         m = re.fullmatch(r"eval\.data=(\w+)", a)
         out.append(f"data@eval.data={m.group(1)}" if m and m.group(1) in names else a)
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
@@ -85,7 +81,7 @@ def app(cfg: DictConfig):
             print(f"trial {link.number if link else ''} pruned: {exc}", file=sys.stderr)
             raise  # the sweeper records PRUNED
         if isinstance(exc, _EXPECTED_ERRORS):
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
         else:
             log.exception("run failed")
         if link is not None:
@@ -106,7 +102,7 @@ def _trial_link(log):
     try:
         return TrialLink.from_hydra()
     except Exception as exc:  # pruning and trial attributes are lost, the run itself goes on
-        log.warning(f"cannot reach this job's Optuna trial ({_one_line(exc)}); running without pruning")
+        log.warning(f"cannot reach this job's Optuna trial ({one_line(exc)}); running without pruning")
         return None
 
 

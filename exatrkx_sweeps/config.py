@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .errors import one_line
+
 
 class ConfigError(ValueError):
     """A config key has a wrong type or an impossible value."""
@@ -207,8 +209,7 @@ def validate(cfg: Mapping) -> dict:
     try:
         plain = _plain(cfg)
     except Exception as exc:  # an interpolation or a missing value (???)
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"config: {msg}") from None
+        raise ConfigError(f"config: {one_line(exc)}") from None
     for key, value in plain.items():
         if key in _OPTIONAL_GROUPS and key not in SCHEMA:
             continue

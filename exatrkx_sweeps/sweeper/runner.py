@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import one_line
 from .space import grid_points, overrides_for
 from .storage import claim_lock, open_storage
 from .study import StudySpec, make_pruner, make_sampler
@@ -61,11 +62,6 @@ class Judged:
     fatal: bool = False  # every trial would fail the same way (an objective the task never reports)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def judge(outcome: Outcome, objectives: Sequence[str]) -> Judged:
     """The trial state and objective values for what a job gave back."""
     import optuna
@@ -73,7 +69,7 @@ def judge(outcome: Outcome, objectives: Sequence[str]) -> Judged:
     if outcome.error is not None:
         if isinstance(outcome.error, optuna.TrialPruned):
             return Judged("PRUNED", None, str(outcome.error) or "pruned", {})
-        return Judged("FAIL", None, _one_line(outcome.error), {})
+        return Judged("FAIL", None, one_line(outcome.error, with_type=True), {})
     v = outcome.value
     metrics: dict[str, float] = {}
     if isinstance(v, Mapping):
@@ -249,7 +245,10 @@ class Runner:
             try:
                 values = {p.key: p.suggest(trial) for p in self.spec.params}
             except Exception as exc:
-                self._tell(trial, Judged("FAIL", None, f"cannot suggest parameters: {_one_line(exc)}", {}))
+                self._tell(
+                    trial,
+                    Judged("FAIL", None, f"cannot suggest parameters: {one_line(exc, with_type=True)}", {}),
+                )
                 continue
             return trial, values
         return None
@@ -406,7 +405,9 @@ class Runner:
             raise
         except Exception as exc:  # the launcher lost its workers (a killed process, a lost node)
             for trial, _ in batch:
-                self._tell(trial, Judged("FAIL", None, f"launcher failed: {_one_line(exc)}", {}))
+                self._tell(
+                    trial, Judged("FAIL", None, f"launcher failed: {one_line(exc, with_type=True)}", {})
+                )
                 self._retry(self.study._storage.get_trial(trial._trial_id), "launcher failed")
             return
         fatal = None

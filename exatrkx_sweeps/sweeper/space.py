@@ -30,6 +30,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from ..errors import one_line
+
 
 class SpaceError(ValueError):
     """A search-space entry cannot be turned into an Optuna distribution."""
@@ -125,8 +127,7 @@ def parse(entries: Iterable[str] | Mapping[str, Any]) -> tuple[list[Param], list
     try:
         overrides = _parser().parse_overrides(lines)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpaceError(f"cannot parse the search space: {first}") from None
+        raise SpaceError(f"cannot parse the search space: {one_line(exc)}") from None
     params: dict[str, Param] = {}
     fixed: dict[str, str] = {}
     for o in overrides:

@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import one_line
 from ..locks import file_lock
 
 
@@ -119,9 +120,8 @@ def open_storage(url: str | None):
             f"storage={redact(url)}: the database driver {exc.name!r} is not installed (pip install it)."
         ) from None
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(
-            f"storage={redact(url)}: cannot open the Optuna storage ({reason[:300]}). Check that the "
+            f"storage={redact(url)}: cannot open the Optuna storage ({one_line(exc)[:300]}). Check that the "
             "database server is running and the URL (user, password, host, port, database) is right, "
             "or leave storage unset for the local SQLite file."
         ) from None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import one_line
 from .space import Param, SpaceError, is_grid, parse
 
 PACKAGED = Path(__file__).resolve().parents[1] / "studies"
@@ -302,7 +303,7 @@ def load(
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        raise StudyError(f"{path}: not valid YAML ({one_line(exc)}).") from None
     if not isinstance(raw, Mapping):
         raise StudyError(f"{path}: a study file is a mapping (params, objectives, sampler, ...).")
     return build({**raw, **(settings or {})}, path.stem, cli_overrides, path)

@@ -1,0 +1,13 @@
+"""How an error reaches the user: one line, never a traceback from inside a library."""
+
+from __future__ import annotations
+
+
+def one_line(exc: BaseException, with_type: bool = False) -> str:
+    """The first line of the exception's message (the type's name when the message is
+    empty); ``with_type`` prefixes the type's name, for records that outlive the context
+    (a trial's ``fail_reason``)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if with_type else lines[0]
