@@ -378,6 +378,8 @@ class StudyParent:
 
     def trial_finished(self, trial, judged) -> None:
         """Tag the trial's MLflow run with the state and values Optuna recorded."""
+        # the job set it in another process; Trial.user_attrs is the trial's copy from when
+        # the worker took it, so read the storage's
         attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs
         run_id = attrs.get("mlflow_run_id")
         if not run_id:
@@ -394,7 +396,9 @@ class StudyParent:
         except Exception:
             pass
 
-    def finish(self, study, metrics: list[str], sweep_dir: str | Path, results_file: Path) -> None:
+    def finish(
+        self, study, metrics: list[str], sweep_dir: str | Path, results_file: Path, table: str
+    ) -> None:
         """Results file, trials table and Optuna's figures on the parent run; FINISHED once
         no trial of the study is queued or running."""
         from optuna.trial import TrialState
@@ -405,7 +409,7 @@ class StudyParent:
         for name in (results_file, d / "trials.csv"):
             if Path(name).exists():
                 self.client.log_artifact(self.run_id, str(name))
-        self.client.log_text(self.run_id, results.table(study, metrics) + "\n", "trials.txt")
+        self.client.log_text(self.run_id, table + "\n", "trials.txt")
         with tempfile.TemporaryDirectory() as tmp:
             for name, fig in results.figures(study, metrics).items():
                 path = Path(tmp) / f"{name}.html"

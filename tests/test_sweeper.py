@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from exatrkx_sweeps.sweeper import space, study
 from exatrkx_sweeps.sweeper.bridge import Reporter
-from exatrkx_sweeps.sweeper.runner import Outcome, judge
+from exatrkx_sweeps.sweeper.runner import Outcome, Runner, judge
 from exatrkx_sweeps.sweeper.storage import StorageError, open_storage, redact, resolve
 
 APP = Path(__file__).parent / "sweeper_app" / "app.py"
@@ -491,6 +491,35 @@ def test_multi_objective_study_records_its_pareto_front_in_mlflow(tmp_path):
     assert "pareto_front.html" in plots and "optimization_history_score.html" in plots
     local = client.download_artifacts(parent_id, "optuna_results.yaml", str(tmp_path))
     assert yaml.safe_load(Path(local).read_text())["pareto_front"] == res["pareto_front"]
+
+
+def test_batch_size_follows_the_launcher():
+    from hydra_plugins.exatrkx_optuna_sweeper.optuna_sweeper import batch_size
+
+    assert batch_size(None, {"n_jobs": 1}) == 1
+    assert batch_size(None, {"n_jobs": 3}) == 3
+    assert batch_size(None, {"n_jobs": -1}) == (os.cpu_count() or 1)
+    assert batch_size(None, {"array_parallelism": 16}) == 16
+    assert batch_size(4, {"n_jobs": 2}) == 4  # hydra.sweeper.n_jobs wins
+    assert batch_size(None, {}) == 1
+
+
+def test_a_study_files_sampler_seed_is_the_base_of_the_trial_seeds(tmp_path):
+    def sampled(sampler: dict, seed: int | None, name: str) -> list[float]:
+        spec = study.build({"params": {"a": "interval(0,1)"}, "n_trials": 3, "sampler": sampler}, name)
+        runner = Runner(
+            spec,
+            lambda jobs: [Outcome(value={"eff_tech_pt0.5": 0.5}) for _ in jobs],
+            storage=str(tmp_path / f"{name}.db"),
+            seed=seed,
+            log=lambda _: None,
+        )
+        runner.run()
+        return [t.params["a"] for t in runner.study.trials]
+
+    from_file = sampled({"name": "random", "seed": 7}, None, "file")
+    assert from_file == sampled({"name": "random"}, 7, "argument")
+    assert from_file != sampled({"name": "random"}, None, "default")
 
 
 @pytest.mark.parametrize("name", study.SAMPLERS)

@@ -113,7 +113,7 @@ class Runner:
         launch: Callable[[list[list[str]]], list[Outcome]],
         storage: str | None = None,
         n_jobs: int = 1,
-        seed: int = 0,
+        seed: int | None = None,
         heartbeat_interval: float = 10.0,
         grace_period: float = 60.0,
         poll_interval: float = 1.0,
@@ -125,7 +125,8 @@ class Runner:
         self.launch = launch
         self.url = storage if storage is not None else spec.storage
         self.n_jobs = max(1, int(n_jobs))
-        self.seed = int(seed)
+        # base of the per-trial sampler seeds: the argument, else the study file's sampler seed
+        self.seed = int(seed if seed is not None else spec.sampler.get("seed") or 0)
         self.heartbeat_interval = float(heartbeat_interval)
         self.grace_period = float(grace_period)
         self.poll_interval = float(poll_interval)
@@ -211,8 +212,8 @@ class Runner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=attrs))
-        if missing or BUDGET not in study.user_attrs or study.user_attrs[BUDGET] < n:
-            study.set_user_attr(BUDGET, max(n, int(study.user_attrs.get(BUDGET, 0))))
+        if int(study.user_attrs.get(BUDGET, -1)) < n:
+            study.set_user_attr(BUDGET, n)
         if missing and len(missing) < n:
             done = n - len(missing)
             self.log(f"study {self.spec.name}: {done} of {n} trials exist; queued the other {len(missing)}.")
@@ -390,13 +391,11 @@ class Runner:
             stop.set()
 
     def _run_batch(self, batch) -> None:
-        jobs = [
-            [*self.spec.fixed, *overrides_for(self.spec.params, values), *self.job_overrides(trial.number)]
-            for trial, values in batch
-        ]
-        for (trial, values), _ in zip(batch, jobs, strict=True):
-            shown = " ".join(overrides_for(self.spec.params, values)) or "(no searched parameters)"
-            self.log(f"trial {trial.number}: {shown}")
+        jobs = []
+        for trial, values in batch:
+            searched = overrides_for(self.spec.params, values)
+            self.log(f"trial {trial.number}: {' '.join(searched) or '(no searched parameters)'}")
+            jobs.append([*self.spec.fixed, *searched, *self.job_overrides(trial.number)])
         try:
             outcomes = self.launch(jobs)
         except KeyboardInterrupt:

@@ -23,7 +23,7 @@ class OptunaSweeperConf:
     max_retry: Any = None
     objectives: Any = None  # e.g. {purity: maximize}; default: the study file's, else eff_tech_pt0.5
     n_jobs: Any = None  # trials launched together; null: the launcher's n_jobs, else 1
-    seed: int = 0  # base of the per-trial sampler seed
+    seed: Any = None  # base of the per-trial sampler seed; default: the study file's sampler seed, else 0
     heartbeat_interval: float = 10.0  # s between heartbeats of a running trial
     grace_period: float = 60.0  # s without heartbeat after which a trial's worker counts as dead
     poll_interval: float = 2.0  # s between looks at other workers' trials

@@ -61,17 +61,6 @@ class OptunaSweeper(Sweeper):
         default_name = "multirun:" + str(sweep_dir.resolve()).replace(" ", "_")
         return study.load(conf.get("study"), [*extra, *arguments], default_name, settings=settings)
 
-    def _n_jobs(self) -> int:
-        if self.conf.get("n_jobs"):
-            return int(self.conf["n_jobs"])
-        launcher = self.config.hydra.get("launcher") or {}
-        for key in ("n_jobs", "array_parallelism"):
-            n = launcher.get(key)
-            if n is not None:
-                n = int(n)
-                return os.cpu_count() or 1 if n < 0 else max(1, n)
-        return 1
-
     def _launch(self, jobs: list[list[str]]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(jobs)
         valid = []
@@ -114,8 +103,8 @@ class OptunaSweeper(Sweeper):
             spec,
             self._launch,
             storage=url,
-            n_jobs=self._n_jobs(),
-            seed=int(self.conf.get("seed") or 0),
+            n_jobs=batch_size(self.conf.get("n_jobs"), cfg.hydra.get("launcher") or {}),
+            seed=self.conf.get("seed"),
             heartbeat_interval=float(self.conf.get("heartbeat_interval") or 10),
             grace_period=float(self.conf.get("grace_period") or 60),
             poll_interval=float(self.conf.get("poll_interval") or 2),
@@ -142,7 +131,8 @@ class OptunaSweeper(Sweeper):
             error = exc
         finally:
             path = results.write(optuna_study, spec.metric_names, url, sweep_dir)
-            print(results.table(optuna_study, spec.metric_names))
+            table = results.table(optuna_study, spec.metric_names)
+            print(table)
             n = results.counts(optuna_study)
             log.info(
                 f"study {spec.name}: "
@@ -150,10 +140,22 @@ class OptunaSweeper(Sweeper):
                 + f"; results in {path}"
             )
             if parent is not None:
-                parent.finish(optuna_study, spec.metric_names, sweep_dir, path)
+                parent.finish(optuna_study, spec.metric_names, sweep_dir, path, table)
         if error is not None:
             raise error
         return None
+
+
+def batch_size(n_jobs: Any, launcher: Any) -> int:
+    """Trials launched together: ``hydra.sweeper.n_jobs``, else the launcher's ``n_jobs``
+    (joblib; negative: all cores) or ``array_parallelism`` (submitit), else 1."""
+    if n_jobs:
+        return int(n_jobs)
+    for key in ("n_jobs", "array_parallelism"):
+        n = launcher.get(key)
+        if n is not None:
+            return (os.cpu_count() or 1) if int(n) < 0 else max(1, int(n))
+    return 1
 
 
 def _tracking_section(cfg: DictConfig) -> dict | None:
