@@ -161,21 +161,19 @@ def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[st
     if available is None:
         if any(c is None for c in counts.values()):
             raise ValueError("data: simulated data needs n_train, n_val and n_test as numbers.")
-        available = range(int(cfg.get("first_event", 1000)), 1 << 62)  # sliced lazily below
-        n_available = None
-    else:
-        n_available = len(available)
+        start = int(cfg.get("first_event", 1000))
+        available = list(range(start, start + sum(int(c) for c in counts.values())))
     n_train, n_val = int(counts["train"] or 0), int(counts["val"] or 0)
-    n_test = (n_available or 0) - n_train - n_val if counts["test"] is None else int(counts["test"])
-    if n_available is not None and (n_train + n_val + n_test > n_available or n_test < 0):
+    n_test = len(available) - n_train - n_val if counts["test"] is None else int(counts["test"])
+    if n_train + n_val + n_test > len(available) or n_test < 0:
         raise ValueError(
             f"data: asked for {n_train}/{n_val}/{n_test} train/val/test events but the "
-            f"directory holds {n_available}; lower data.n_train/n_val/n_test."
+            f"directory holds {len(available)}; lower data.n_train/n_val/n_test."
         )
     return {
-        "test": list(available[:n_test]),
-        "val": list(available[n_test : n_test + n_val]),
-        "train": list(available[n_test + n_val : n_test + n_val + n_train]),
+        "test": available[:n_test],
+        "val": available[n_test : n_test + n_val],
+        "train": available[n_test + n_val : n_test + n_val + n_train],
     }
 
 

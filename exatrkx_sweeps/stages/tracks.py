@@ -1,9 +1,10 @@
 """Track building (stage 5): connected components of the edges scored above the cut.
 
-With ``tracks.resolve_junctions`` (default) an edge is kept only when it is both the
-highest-scoring outgoing edge of its inner hit and the highest-scoring incoming edge of
-its outer hit (edges point inside-out), so one fake edge at a branching point no longer
-merges two tracks. scipy on CPU; cugraph when it is installed and CUDA is present.
+With ``tracks.resolve_junctions`` (default) every hit keeps at most one outgoing and
+one incoming edge (edges point inside-out), chosen by a greedy matching on the score
+(``tracks.junction_rounds``: 1 keeps only mutual best edges, 0 repeats until nothing
+changes), so one fake edge at a branching point neither merges two tracks nor, when it
+outscores a true edge, splits one. scipy on CPU; cugraph when it is installed and CUDA is present.
 Every hit gets a label (a hit with no kept edge is its own component); candidates are
 the components with at least ``tracks.min_track_hits`` hits (metrics/tracks.py).
 """
@@ -59,15 +60,12 @@ def best_neighbour_edges(
         chosen = open_ & (s >= best_out[edges[0]]) & (s >= best_in[edges[1]])
         if not chosen.any():
             break
-        # one edge per hit and direction even when scores tie
-        src_first = torch.full((n_nodes,), edges.shape[1]).scatter_reduce(
-            0, edges[0][chosen], torch.nonzero(chosen).flatten(), reduce="amin"
-        )
-        chosen &= src_first[edges[0]] == torch.arange(edges.shape[1])
-        dst_first = torch.full((n_nodes,), edges.shape[1]).scatter_reduce(
-            0, edges[1][chosen], torch.nonzero(chosen).flatten(), reduce="amin"
-        )
-        chosen &= dst_first[edges[1]] == torch.arange(edges.shape[1])
+        # one edge per hit and direction even when scores tie: the first of the tied edges
+        for end in edges:
+            first = torch.full((n_nodes,), edges.shape[1]).scatter_reduce(
+                0, end[chosen], torch.nonzero(chosen).flatten(), reduce="amin"
+            )
+            chosen &= first[end] == torch.arange(edges.shape[1])
         keep |= chosen
         has_out[edges[0][chosen]] = True
         has_in[edges[1][chosen]] = True
