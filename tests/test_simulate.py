@@ -72,7 +72,7 @@ def test_no_particle_crosses_a_layer_twice(detector):
         (pairs.tx_x - pairs.tx_y) ** 2 + (pairs.ty_x - pairs.ty_y) ** 2 + (pairs.tz_x - pairs.tz_y) ** 2
     )
     assert len(pairs) > 50
-    assert (d < 30).mean() >= 0.99  # only module overlaps (PHYSICS.md: 99.9% in real data)
+    assert (d < 30).mean() >= 0.99  # only module overlaps (docs/physics.md: 99.9% in real data)
 
 
 def test_truth_weights_and_nhits(small_event):

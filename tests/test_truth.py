@@ -32,7 +32,7 @@ def test_simulated_truth_density(small_event):
     pid = h.particle_id.to_numpy()
     e = truth_edges(pid, np.hypot(h.tx, h.ty) + np.abs(h.tz), key)
     per_hit = e.shape[1] / (pid != 0).sum()
-    assert 0.75 < per_hit < 1.05  # PHYSICS.md: 0.8-1.0 true edges per hit
+    assert 0.75 < per_hit < 1.05  # docs/physics.md section 4: 0.8-1.0 true edges per hit
     assert same_particle(pid, e).all()
     assert edge_in(e[:, :10], e, len(pid)).all()
     assert edge_in(e[::-1, :10], e, len(pid)).all()  # either orientation

@@ -3,7 +3,7 @@
 A :class:`Detector` is the module table of the official ``detectors.csv`` (one row per
 module: centre, rotation, thickness, half-sizes, pitches) plus what the simulator needs
 to know per layer (barrel or disk, nominal radius or z, material). It is built either
-from the parameters of PHYSICS.md section 2 (:func:`build_trackml_detector`) or from a
+from the parameters of docs/physics.md section 2 (:func:`build_trackml_detector`) or from a
 real ``detectors.csv`` (:func:`Detector.from_frame` via ``trackml.read_detectors``).
 
 Conventions (read off the real file):
@@ -52,7 +52,7 @@ DETECTOR_COLUMNS = [
     "pitch_v",
 ]
 
-# Effective Bz (tesla) against |z| (mm), PHYSICS.md section 2: value i holds for
+# Effective Bz (tesla) against |z| (mm), docs/physics.md section 2: value i holds for
 # BZ_EDGES_MM[i] <= |z| < BZ_EDGES_MM[i + 1].
 BZ_EDGES_MM = np.array([0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000])
 BZ_TESLA = np.array([2.00, 1.98, 1.95, 1.92, 1.84, 1.71, 1.49, 0.99, 0.53, 0.46])
@@ -116,7 +116,7 @@ class _Endcap:
     pitch: tuple[float, float]
 
 
-# PHYSICS.md section 2, with the ring staggers read off the real file.
+# docs/physics.md section 2, with the ring staggers read off the real file.
 _BARRELS = (
     _Barrel(
         8,
@@ -180,7 +180,7 @@ _ENDCAPS = (
     ),
 )
 
-# Silicon-equivalent material per layer crossing (mm), PHYSICS.md section 2.
+# Silicon-equivalent material per layer crossing (mm), docs/physics.md section 2.
 _MATERIAL_SI_MM = {7: 1.5, 8: 1.5, 9: 1.5, 12: 2.5, 13: 2.0, 14: 2.5, 16: 3.5, 17: 2.5, 18: 3.5}
 
 
@@ -288,7 +288,7 @@ def _endcap_disk(e: _Endcap, volume: int, layer: int, z_abs: float) -> pd.DataFr
 
 
 def build_trackml_detector() -> Detector:
-    """The full TrackML detector (9 volumes, 48 layers, 18,728 modules) from PHYSICS.md."""
+    """The full TrackML detector (9 volumes, 48 layers, 18,728 modules) from docs/physics.md."""
     frames = []
     for e in _ENDCAPS[:1]:
         # -z pixel endcap: layer 2 is the disk farthest from the interaction point.

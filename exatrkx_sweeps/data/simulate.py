@@ -1,4 +1,4 @@
-"""A TrackML-faithful event generator (PHYSICS.md sections 2-3).
+"""A TrackML-faithful event generator (docs/physics.md sections 2-3).
 
 Particles come from pile-up vertices (and an optional hard scatter) with the real
 data's pT, eta, species and vertex distributions; a fraction are secondaries from
@@ -35,7 +35,7 @@ from .geometry import (
 from .trackml import Event, write_detectors, write_event
 
 C_LIGHT = 0.299792458  # GeV / (T m)
-# Species: PDG code, mass (GeV), share (PHYSICS.md section 3).
+# Species: PDG code, mass (GeV), share (docs/physics.md section 3).
 SPECIES_PDG = np.array([211, 2212, 321])
 SPECIES_MASS = np.array([0.13957, 0.938272, 0.493677])
 SPECIES_SHARE = np.array([0.79, 0.14, 0.07])

@@ -1,4 +1,4 @@
-"""Reader and writer of the official TrackML format (PHYSICS.md section 1).
+"""Reader and writer of the official TrackML format (docs/physics.md section 1).
 
 An event is ``event<9 digits>-{hits,cells,particles,truth}.csv[.gz]``; a dataset
 directory may also hold ``detectors.csv[.gz]``. Everything read here is checked, and a

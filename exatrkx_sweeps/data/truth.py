@@ -1,4 +1,4 @@
-"""Ground truth for training (PHYSICS.md section 4).
+"""Ground truth for training (docs/physics.md section 4).
 
 Module-wise truth (the Exa.TrkX definition): drop noise; order each particle's hits by
 their distance from the particle's production vertex; group consecutive hits that

@@ -1,4 +1,4 @@
-"""Simulator validation against the real-data figures of PHYSICS.md section 3.
+"""Simulator validation against the real-data figures of docs/physics.md section 3.
 
     python -m exatrkx_sweeps.data.validate [--events 3] [--mu 200] [--seed 0]
 
@@ -28,7 +28,7 @@ class Reference:
     scales_with_mu: bool = False  # figure given for mu = 200
 
 
-# PHYSICS.md section 3, with the tolerances the test and the table apply.
+# docs/physics.md section 3, with the tolerances the test and the table apply.
 REFERENCE: dict[str, Reference] = {
     "hits_per_event": Reference(117_500, 20_000, scales_with_mu=True),
     "particles_per_event": Reference(11_000, 2_000, scales_with_mu=True),
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
         print(
             f"Simulated {args.events} events at mu={args.mu:g} "
-            f"({np.mean(times):.2f} s per event) vs PHYSICS.md section 3:"
+            f"({np.mean(times):.2f} s per event) vs docs/physics.md section 3:"
         )
         print(table.to_string(index=False))
     n_bad = int((table.within == "NO").sum())

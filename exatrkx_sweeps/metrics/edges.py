@@ -1,4 +1,4 @@
-"""Edge-level metrics after a stage (PHYSICS.md section 5).
+"""Edge-level metrics after a stage (docs/physics.md section 5).
 
 efficiency = true edges kept / all true edges; purity = true edges kept / edges kept;
 graph size as edges per event and per hit. Counts add up over events, and every

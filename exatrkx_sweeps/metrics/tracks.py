@@ -1,4 +1,4 @@
-"""Track-level metrics (PHYSICS.md section 5).
+"""Track-level metrics (docs/physics.md section 5).
 
 * Candidates: groups of hits sharing a label, with at least ``min_track_hits`` hits.
 * Double-majority matching: a candidate matches particle p when more than half of its
