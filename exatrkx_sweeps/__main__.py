@@ -71,7 +71,7 @@ def app(cfg: DictConfig):
             callbacks = _callbacks(run, link, plain)
             if run and link:
                 link.set_user_attr("mlflow_run_id", run.run_id)
-            report = pipeline.run(plain, progress=True, **callbacks)
+            report = pipeline.run(plain, callbacks, progress=True)
             if run:
                 tracking.log_report(run, report, plain, overrides)
     except Exception as exc:
@@ -106,18 +106,20 @@ def _trial_link(log):
         return None
 
 
-def _callbacks(run, link, cfg) -> dict:
+def _callbacks(run, link, cfg):
     """Pipeline callbacks: MLflow training curves, and the trial's intermediate values."""
+    from .pipeline import Callbacks
+
     reporter = link.reporter(cfg) if link is not None and link.pruning else None
     if reporter is None:
-        return {"callback": run.log_curve if run else None}
+        return Callbacks(on_epoch=run.log_curve if run else None)
 
     def on_epoch(stage, epoch, metrics):
         if run:
             run.log_curve(stage, epoch, metrics)
         reporter.on_epoch(stage, epoch, metrics)
 
-    return {"callback": on_epoch, "stage_callback": reporter.on_stage, "event_callback": reporter.on_event}
+    return Callbacks(on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event)
 
 
 def main() -> None:

@@ -1,189 +1,187 @@
 """Validation of a composed run config, before any work starts.
 
-Every key of every group is checked against :data:`SCHEMA`: an unknown key, a wrong
+Every key of every group is checked against :func:`schema`: an unknown key, a wrong
 type or an impossible value raises one :class:`ConfigError` whose message names the
 key and what it accepts, e.g. ``gnn.iterations=0: must be an integer >= 1``.
+
+The allowed choices come from the modules that own them (activations from
+``models/mlp.py``, GNN architectures from their registry, backends, Hough modes and
+precisions from their stages), the simulation's keys from ``SimulationConfig``, and a
+GNN architecture's settings from its constructor, so each is written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from .errors import one_line
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from . import checks
+from .augment.hough import MODES as HOUGH_MODES
+from .augment.reflection import AXES
+from .data.dataset import SOURCES
+from .data.simulate import SimulationConfig
+from .data.truth import TRAINING_TRUTH
+from .errors import ConfigError, one_line
+from .models import GNN_MODEL_INPUTS, GNN_MODELS
+from .models.interaction import AGGREGATIONS
+from .models.mlp import ACTIVATIONS
+from .registry import arguments, check_arguments
+from .stages import graph, neighbours, tracks
+from .stages.common import PRECISIONS
+from .stages.gnn import TRAINING_KEYS
+
+__all__ = ["ConfigError", "plain", "schema", "validate"]
+
+Schema = dict[str, Any]  # key -> Check, or key -> nested Schema
 
 
-class ConfigError(ValueError):
-    """A config key has a wrong type or an impossible value."""
+def plain(cfg: Any) -> Any:
+    """A plain (dict / list / scalar) copy of a config, OmegaConf containers resolved."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, Mapping):
+        return {k: plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [plain(v) for v in cfg]
+    return cfg
 
 
-Check = tuple[Callable[[Any], bool], str]
+def _network(**extra: checks.Check) -> Schema:
+    """Keys every trained network's group has."""
+    return {
+        "hidden": checks.integer(1),
+        "layer_norm": checks.boolean(),
+        "activation": checks.choice(*ACTIVATIONS),
+        "lr": checks.POSITIVE,
+        "epochs": checks.integer(0),
+        "use_cells": checks.boolean(),
+        **extra,
+    }
 
 
-def _int(lo=None, hi=None) -> Check:
-    def ok(v):
-        return (
-            isinstance(v, int)
-            and not isinstance(v, bool)
-            and (lo is None or v >= lo)
-            and (hi is None or v <= hi)
-        )
-
-    bounds = (f" >= {lo}" if lo is not None else "") + (f" and <= {hi}" if hi is not None else "")
-    return ok, f"an integer{bounds}"
-
-
-def _num(lo=None, hi=None, lo_open=False) -> Check:
-    def ok(v):
-        if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
-            return False
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return False
-        return hi is None or v <= hi
-
-    lo_txt = "" if lo is None else (f" > {lo}" if lo_open else f" >= {lo}")
-    return ok, f"a number{lo_txt}{'' if hi is None else f' and <= {hi}'}"
-
-
-def _choice(*values) -> Check:
-    return (lambda v: v in values), "one of " + ", ".join(map(str, values))
-
-
-def _bool() -> Check:
-    return (lambda v: isinstance(v, bool)), "true or false"
-
-
-def _str() -> Check:
-    return (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
-
-
-def _opt(check: Check) -> Check:
-    return (lambda v: v is None or check[0](v)), f"null or {check[1]}"
-
-
-def _axes() -> Check:
-    return (
-        lambda v: isinstance(v, list | tuple) and all(a in ("x", "y", "z") for a in v)
-    ), "a list of x, y, z"
-
-
-_POS = _num(0, lo_open=True)
-_FRACTION = _num(0, 1)
-_ACT = _choice("relu", "tanh", "silu", "gelu", "leaky_relu")
-_MLP = {
-    "hidden": _int(1),
-    "layer_norm": _bool(),
-    "activation": _ACT,
-    "lr": _POS,
-    "epochs": _int(0),
-    "use_cells": _bool(),
+# checks of GNN model settings by name; a model's other settings are checked by the
+# type of their default value
+_MODEL_SETTINGS = {
+    "hidden": checks.integer(1),
+    "iterations": checks.integer(1),
+    "mlp_layers": checks.integer(1),
+    "layer_norm": checks.boolean(),
+    "activation": checks.choice(*ACTIVATIONS),
+    "aggregation": checks.choice(*AGGREGATIONS),
 }
 
-SIMULATION: dict[str, Check] = {
-    "mu": _POS,
-    "hard_scatter": _bool(),
-    "particles_per_vertex": _POS,
-    "hard_scatter_particles": _num(0),
-    "pt_min_gev": _POS,
-    "eta_max": _num(0, 6, lo_open=True),
-    "secondary_fraction": _FRACTION,
-    "secondary_r_max_mm": _POS,
-    "sigma_z_mm": _num(0),
-    "sigma_xy_mm": _num(0),
-    "noise_share": _num(0, 0.99),
-    "multiple_scattering": _bool(),
-    "energy_loss": _bool(),
-    "step_mm": _num(0, 50, lo_open=True),
-    "max_steps": _int(1),
-}
-DATA: dict[str, Check] = {
-    "name": _str(),
-    "source": _choice("simulate", "trackml"),
-    "path": _opt(_str()),
-    "detector": _opt(_str()),
-    "seed": _int(0),
-    "first_event": _int(0),
-    "n_train": _int(0),
-    "n_val": _int(0),
-    "n_test": _opt(_int(0)),
-    "pt_cut": _num(0),
-    "noise_fraction": _FRACTION,
-    "simulation": SIMULATION,
-}
-SCHEMA: dict[str, Any] = {
-    "seed": _int(0),
-    "study": _opt(_str()),  # a study file for the Optuna sweeper (python -m exatrkx_sweeps -m study=NAME)
-    "data": DATA,
-    "eval": {"data": DATA, "noise_fraction": _opt(_FRACTION), "pt_cut": _opt(_num(0))},
-    "embedding": {
-        **_MLP,
-        "layers": _int(1),
-        "out_dim": _int(1),
-        "normalize": _bool(),
-        "margin": _POS,
-        "train_knn": _int(1),
-        "random_ratio": _num(0),
-        "pos_weight": _POS,
-        "radius": _POS,
-        "knn": _int(1),
-    },
-    "graph": {
-        "method": _choice("radius", "module_map"),
-        "backend": _choice("auto", "faiss", "kdtree", "torch", "faiss_gpu"),
-        "module_map_margin": _num(0),
-    },
-    "filter": {
-        **_MLP,
-        "layers": _int(1),
-        "batch_size": _int(1),
-        "hard_ratio": _num(0),
-        "random_ratio": _num(0),
-        "pos_weight": _POS,
-        "truth": _choice("pid", "module"),
-        "cut": _FRACTION,
-        "chunk_size": _int(1),
-    },
-    "gnn": {
-        **_MLP,
-        "model": _choice("interaction", "attention", "gcn"),
-        "iterations": _int(1),
-        "aggregation": _choice("sum", "max", "sum_max"),
-        "mlp_layers": _int(1),
-        "pos_weight": _POS,
-        "truth": _choice("pid", "module"),
-    },
-    "tracks": {
-        "edge_cut": _FRACTION,
-        "min_track_hits": _int(1),
-        "backend": _choice("auto", "scipy", "cugraph"),
-        "resolve_junctions": _bool(),
-        "junction_rounds": _int(0),
-    },
-    "augment": {
-        "hough": _choice("none", "params", "votes"),
-        "reflect": _axes(),
-        "edge_weighting": _bool(),
-        "edge_weight_p": _num(0),
-    },
-    "train": {
-        "precision": _choice("32", "bf16", "16-mixed"),
-        "checkpointing": _bool(),
-        "device": (
-            lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
-            "auto, cpu or cuda[:N]",
+
+def _gnn(group: Mapping[str, Any]) -> Schema:
+    """The gnn group's schema: the stage's training keys and the chosen model's settings."""
+    if not isinstance(group, Mapping) or "model" not in group:
+        raise ConfigError(f"gnn.model: missing; choose gnn={'|'.join(GNN_MODELS.names())}.")
+    cls = GNN_MODELS[group["model"]]
+    model_settings = {k: v for k, v in group.items() if k not in TRAINING_KEYS}
+    check_arguments(cls, model_settings, "gnn", f"gnn.model={group['model']}", fixed=GNN_MODEL_INPUTS)
+    settings = arguments(cls, GNN_MODEL_INPUTS)
+    return {
+        "model": checks.choice(*GNN_MODELS.names()),
+        "use_cells": checks.boolean(),
+        "lr": checks.POSITIVE,
+        "epochs": checks.integer(0),
+        "pos_weight": checks.POSITIVE,
+        "truth": checks.choice(*TRAINING_TRUTH),
+        **{k: _MODEL_SETTINGS.get(k) or checks.like(d) for k, d in settings.items()},
+    }
+
+
+def _data() -> Schema:
+    return {
+        "name": checks.text(),
+        "source": checks.choice(*SOURCES),
+        "path": checks.optional(checks.text()),
+        "detector": checks.optional(checks.text()),
+        "seed": checks.integer(0),
+        "first_event": checks.integer(0),
+        "n_train": checks.integer(0),
+        "n_val": checks.integer(0),
+        "n_test": checks.optional(checks.integer(0)),
+        "pt_cut": checks.number(0),
+        "noise_fraction": checks.FRACTION,
+        "simulation": checks.field_checks(SimulationConfig),
+    }
+
+
+def schema(cfg: Mapping[str, Any]) -> Schema:
+    """The schema of a run config (the gnn group's depends on the chosen model)."""
+    return {
+        "seed": checks.integer(0),
+        "study": checks.optional(checks.text()),  # -m study=NAME: a study file for the Optuna sweeper
+        "data": _data(),
+        "eval": {
+            "data": _data(),
+            "noise_fraction": checks.optional(checks.FRACTION),
+            "pt_cut": checks.optional(checks.number(0)),
+        },
+        "embedding": _network(
+            layers=checks.integer(1),
+            out_dim=checks.integer(1),
+            normalize=checks.boolean(),
+            margin=checks.POSITIVE,
+            train_knn=checks.integer(1),
+            random_ratio=checks.number(0),
+            pos_weight=checks.POSITIVE,
+            radius=checks.POSITIVE,
+            knn=checks.integer(1),
         ),
-        "threads": _opt(_int(1)),
-    },
-    "tracking": {
-        "enabled": _bool(),
-        "uri": _opt(_str()),
-        "experiment": _str(),
-        "run_name": _opt(_str()),
-        "study": _opt(_str()),
-    },
-    "cache": {"enabled": _bool(), "dir": _opt(_str())},
-}
+        "graph": {
+            "method": checks.choice(*graph.METHODS),
+            "backend": checks.choice(*neighbours.BACKENDS),
+            "module_map_margin": checks.number(0),
+        },
+        "filter": _network(
+            layers=checks.integer(1),
+            batch_size=checks.integer(1),
+            hard_ratio=checks.number(0),
+            random_ratio=checks.number(0),
+            pos_weight=checks.POSITIVE,
+            truth=checks.choice(*TRAINING_TRUTH),
+            cut=checks.FRACTION,
+            chunk_size=checks.integer(1),
+        ),
+        "gnn": _gnn(cfg.get("gnn")),
+        "tracks": {
+            "edge_cut": checks.FRACTION,
+            "min_track_hits": checks.integer(1),
+            "backend": checks.choice(*tracks.BACKENDS),
+            "resolve_junctions": checks.boolean(),
+            "junction_rounds": checks.integer(0),
+        },
+        "augment": {
+            "hough": checks.choice(*HOUGH_MODES),
+            "reflect": checks.subset(AXES),
+            "edge_weighting": checks.boolean(),
+            "edge_weight_p": checks.number(0),
+        },
+        "train": {
+            "precision": checks.choice(*PRECISIONS),
+            "checkpointing": checks.boolean(),
+            "device": checks.Check(
+                lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
+                "auto, cpu or cuda[:N]",
+            ),
+            "threads": checks.optional(checks.integer(1)),
+        },
+        "tracking": {
+            "enabled": checks.boolean(),
+            "uri": checks.optional(checks.text()),
+            "experiment": checks.text(),
+            "run_name": checks.optional(checks.text()),
+            "study": checks.optional(checks.text()),
+        },
+        "cache": {"enabled": checks.boolean(), "dir": checks.optional(checks.text())},
+    }
+
+
 _OPTIONAL_GROUPS = {"tracking", "cache", "eval", "hydra"}
+_REQUIRED_GROUPS = ("data", "embedding", "graph", "filter", "gnn", "tracks", "augment", "train")
 
 
 def _check(node: Any, schema: Any, path: str) -> None:
@@ -197,33 +195,31 @@ def _check(node: Any, schema: Any, path: str) -> None:
                 raise ConfigError(f"{path}.{key}: unknown key; {path} takes {', '.join(sorted(schema))}.")
             _check(value, schema[key], f"{path}.{key}")
         return
-    ok, allowed = schema
-    if not ok(node):
-        raise ConfigError(f"{path}={node!r}: must be {allowed}.")
+    if not schema.ok(node):
+        raise ConfigError(schema.message(path, node))
 
 
 def validate(cfg: Mapping) -> dict:
     """Check a resolved config (OmegaConf or plain dict); returns it as a plain dict."""
-    from .data.dataset import _plain
-
     try:
-        plain = _plain(cfg)
+        cfg = plain(cfg)
     except Exception as exc:  # an interpolation or a missing value (???)
         raise ConfigError(f"config: {one_line(exc)}") from None
-    for key, value in plain.items():
-        if key in _OPTIONAL_GROUPS and key not in SCHEMA:
-            continue
-        if key not in SCHEMA:
-            raise ConfigError(f"{key}: unknown top-level key; the config takes {', '.join(sorted(SCHEMA))}.")
-        _check(value, SCHEMA[key], key)
-    for group in ("data", "embedding", "graph", "filter", "gnn", "tracks", "augment", "train"):
-        if group not in plain:
+    for group in _REQUIRED_GROUPS:
+        if group not in cfg:
             raise ConfigError(f"{group}: missing config group.")
-    if plain["data"]["source"] == "trackml" and not plain["data"].get("path"):
+    full = schema(cfg)
+    for key, value in cfg.items():
+        if key in _OPTIONAL_GROUPS and key not in full:
+            continue
+        if key not in full:
+            raise ConfigError(f"{key}: unknown top-level key; the config takes {', '.join(sorted(full))}.")
+        _check(value, full[key], key)
+    if cfg["data"]["source"] == "trackml" and not cfg["data"].get("path"):
         raise ConfigError("data.path: data=trackml needs the directory of your events (data.path=/dir).")
-    ev = plain.get("eval") or {}
+    ev = cfg.get("eval") or {}
     if ev.get("data") and ev["data"]["source"] == "trackml" and not ev["data"].get("path"):
         raise ConfigError("eval.data.path: eval.data=trackml needs the directory of the test events.")
-    if plain["train"]["precision"] == "16-mixed" and plain["train"]["device"] == "cpu":
+    if cfg["train"]["precision"] == "16-mixed" and cfg["train"]["device"] == "cpu":
         raise ConfigError("train.precision=16-mixed: needs a CUDA device; use train.precision=bf16 on CPU.")
-    return plain
+    return cfg

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A config key has a wrong type or an impossible value; the message names the key
+    and what it accepts, e.g. ``gnn.iterations=0: must be an integer >= 1.``"""
+
+
 def one_line(exc: BaseException, with_type: bool = False) -> str:
     """The first line of the exception's message (the type's name when the message is
     empty); ``with_type`` prefixes the type's name, for records that outlive the context

@@ -7,8 +7,11 @@ import torch
 from exatrkx_sweeps.augment import hough
 from exatrkx_sweeps.augment.reflection import random_reflect, reflect, validate_axes
 from exatrkx_sweeps.augment.weighting import edge_weights, hit_importance
+from exatrkx_sweeps.config import validate
 from exatrkx_sweeps.data.dataset import process_event, select
 from exatrkx_sweeps.stages import filtering, gnn
+
+from .helpers import tiny_cfg
 
 
 def _helix_points(kappa_per_m, phi0, n=8, cot=0.5, z0=20.0):
@@ -49,22 +52,15 @@ def test_hough_votes_single_out_track_edges():
 
 
 def test_hough_changes_model_inputs():
-    cfg = {"use_cells": False, "hidden": 8, "layers": 1, "layer_norm": True, "activation": "relu"}
-    assert (
-        filtering.build_model(cfg, "params")[0].in_features
-        == filtering.build_model(cfg, "none")[0].in_features + 5
-    )
-    gcfg = {
-        "model": "interaction",
-        "use_cells": False,
-        "hidden": 8,
-        "iterations": 1,
-        "mlp_layers": 1,
-        "layer_norm": True,
-        "activation": "relu",
-    }
-    n0 = gnn.build_model(gcfg, "none").edge_encoder[0].in_features
-    assert gnn.build_model(gcfg, "votes").edge_encoder[0].in_features == n0 + 7
+    def first_layers(mode):
+        cfg = validate(tiny_cfg(f"augment.hough={mode}"))
+        f = filtering.build_model(filtering.Filter().settings(cfg))
+        g = gnn.build_model(gnn.GNN().settings(cfg))
+        return f[0].in_features, g.edge_encoder[0].in_features
+
+    (f0, g0), (fp, gp), (fv, gv) = first_layers("none"), first_layers("params"), first_layers("votes")
+    assert fp == f0 + 5 and fv == f0 + 7
+    assert gp == g0 + 5 and gv == g0 + 7
 
 
 def test_reflections(small_event, detector):

@@ -3,12 +3,11 @@ import pytest
 import torch
 
 from exatrkx_sweeps.data.dataset import process_event, select
-from exatrkx_sweeps.data.truth import edge_in
-from exatrkx_sweeps.stages.graph import (
-    ModuleMap,
+from exatrkx_sweeps.data.truth import edge_in, label_edges
+from exatrkx_sweeps.stages.graph import ModuleMap
+from exatrkx_sweeps.stages.neighbours import (
     available_backends,
     build_edges,
-    label_edges,
     orient_and_clean,
     radius_neighbours,
 )

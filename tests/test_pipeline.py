@@ -1,9 +1,14 @@
 """End-to-end pipeline on a tiny simulated data set, and the stage cache."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from exatrkx_sweeps import pipeline
+from exatrkx_sweeps import cache as cache_cli
+from exatrkx_sweeps import fingerprint, pipeline
 from exatrkx_sweeps.config import validate
+from exatrkx_sweeps.errors import ConfigError
 
 from .helpers import tiny_cfg
 
@@ -68,3 +73,70 @@ def test_module_map_graph(first_run):
     # tested with more events in test_graph.py); here the stage must run end to end
     assert report.metrics["edges_per_event_embedding"] > 0
     assert report.metrics["edge_eff_embedding"] > 0
+
+
+def _edited(monkeypatch, module: str) -> None:
+    """Make the code fingerprint see an edit of ``module`` (a comment appended)."""
+    real = fingerprint._source
+
+    def source(name: str) -> str:
+        return real(name) + ("\n# edited" if name == module else "")
+
+    monkeypatch.setattr(fingerprint, "_source", source)
+
+
+def test_editing_a_model_misses_its_stage_and_hits_upstream(first_run, monkeypatch):
+    cache, cfg, _ = first_run
+    _edited(monkeypatch, "exatrkx_sweeps.models.interaction")
+    hits = pipeline.run(cfg).cache_hits
+    assert hits["embedding"] and hits["graph"] and hits["filter"] and not hits["gnn"], hits
+
+
+def test_editing_a_stage_misses_it_and_everything_downstream(first_run, monkeypatch):
+    cache, cfg, _ = first_run
+    _edited(monkeypatch, "exatrkx_sweeps.stages.filtering")
+    hits = pipeline.run(cfg).cache_hits
+    assert hits["embedding"] and hits["graph"] and not hits["filter"] and not hits["gnn"], hits
+
+
+def test_settings_from_other_groups_are_in_the_key_of_the_stage_that_reads_them(first_run):
+    cache, _, first = first_run
+    # Hough features feed the filter and the GNN, not the embedding
+    hough = pipeline.run(validate(tiny_cfg("augment.hough=params", "gnn.epochs=2", cache_dir=cache)))
+    assert hough.cache_hits["embedding"] and not hough.cache_hits["filter"] and not hough.cache_hits["gnn"]
+    # the track-building cut changes no fitted state, only what is kept
+    cut = pipeline.run(validate(tiny_cfg("tracks.edge_cut=0.9", cache_dir=cache)))
+    assert all(cut.cache_hits[s] for s in ("embedding", "graph", "filter", "gnn")), cut.cache_hits
+    assert cut.metrics["edges_per_event_gnn"] < first.metrics["edges_per_event_gnn"]
+
+
+def test_a_new_gnn_architecture_is_a_model_module_and_its_config(first_run):
+    """tests/toy_gnn.py and tests/conf/gnn/toy.yaml are all it takes: the stage, the
+    pipeline and the config schema pick it up from the model registry."""
+    from . import toy_gnn  # noqa: F401  (registers gnn.model=toy, as a module in models/ would)
+
+    cache, _, _ = first_run
+    searchpath = f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]"
+    report = pipeline.run(validate(tiny_cfg(searchpath, "gnn=toy", cache_dir=cache)))
+    assert report.cache_hits["filter"] and not report.cache_hits["gnn"]
+    assert report.metrics["edge_purity_gnn"] > report.metrics["edge_purity_filter"]
+    with pytest.raises(ConfigError, match=r"gnn.aggregation: not a setting of gnn.model=toy; it takes"):
+        validate(tiny_cfg(searchpath, "gnn=toy", "+gnn.aggregation=sum"))
+
+
+def test_cache_cli_lists_and_cleans_by_stage(first_run, tmp_path, capsys):
+    cache, _, _ = first_run
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)  # the module's runs keep using the original
+    assert not list(copy.rglob("*.lock")), "a finished run leaves no lock files"
+    stale = copy / "stages" / "gnn-0123.lock"
+    stale.touch()
+    assert cache_cli.main(["list", "--dir", str(copy)]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert {"data", "embedding", "graph.train", "graph.val", "filter", "filter.train", "gnn"} <= listed
+    assert cache_cli.main(["clean", "--dir", str(copy), "--stage", "gnn"]) == 0
+    kinds = {e.kind for e in cache_cli.entries(copy)}
+    assert "gnn" not in kinds and {"embedding", "filter", "data"} <= kinds
+    assert not stale.exists()
+    assert cache_cli.main(["clean", "--dir", str(copy), "--all"]) == 0
+    assert cache_cli.entries(copy) == []

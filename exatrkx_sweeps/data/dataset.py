@@ -21,17 +21,20 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
+from tqdm import tqdm
 
+from ..cache import default_dir
+from ..fingerprint import fingerprint
 from . import features, noise, truth
 from .geometry import Detector
+from .simulate import SimulationConfig, default_detector, simulate_event
 from .trackml import Event, TrackMLFormatError, list_events, read_detectors, read_event
 
-PROCESSING_VERSION = "1"
+SOURCES = ("simulate", "trackml")
 SPLITS = ("train", "val", "test")
 _NODE_KEYS = (
     "x",
@@ -138,19 +141,6 @@ def select(data: Data, pt_cut: float = 0.0, noise_fraction: float = 1.0) -> Data
 # ------------------------------------------------------------------ sources ----
 
 
-def _plain(cfg: Any) -> Any:
-    """A plain (dict / list / scalar) copy of a config, OmegaConf containers resolved."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(cfg, Mapping):
-        return {k: _plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, list | tuple):
-        return [_plain(v) for v in cfg]
-    return cfg
-
-
 def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[str, list[int]]:
     """Disjoint train / val / test event ids. Simulated data numbers events from
     ``first_event``; a TrackML directory's events are taken in sorted order, and
@@ -179,8 +169,6 @@ def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[st
 
 def load_detector(cfg: Mapping) -> Detector:
     """The data's detector: ``detector`` path, else ``path``/detectors.csv, else built-in."""
-    from .simulate import default_detector
-
     path = cfg.get("detector")
     if path:
         return read_detectors(path)
@@ -191,36 +179,31 @@ def load_detector(cfg: Mapping) -> Detector:
     return default_detector()
 
 
-def _simulation_config(cfg: Mapping):
-    from .simulate import SimulationConfig
-
+def _simulation_config(cfg: Mapping) -> SimulationConfig:
     return SimulationConfig(**(cfg.get("simulation") or {}))
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("EXATRKX_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "exatrkx_sweeps"
-
-
 def processing_key(cfg: Mapping) -> str:
-    """Hash of what determines the processed events (not the selection views)."""
+    """Hash of what determines the processed events (not the selection views): the data
+    settings and the fingerprint of the simulation and processing code."""
     relevant = {k: cfg.get(k) for k in ("source", "path", "detector", "simulation", "seed", "first_event")}
     if relevant.get("path"):
         relevant["path"] = str(Path(relevant["path"]).resolve())
-    relevant["version"] = PROCESSING_VERSION
+    relevant["code"] = fingerprint(__name__)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class EventStore:
     """Processed events of one data config, built on first use and cached on disk.
 
-    ``store.split('train')`` returns the selection views of the train events."""
+    ``store.split('train')`` returns the selection views of the train events. ``cfg`` is
+    a data config as plain values (a ``data`` group of a validated run config)."""
 
     def __init__(self, cfg: Mapping, cache_dir: str | Path | None = None, progress: bool = False):
-        self.cfg = _plain(cfg)
+        self.cfg = dict(cfg)
         self.source = self.cfg.get("source", "simulate")
-        if self.source not in ("simulate", "trackml"):
-            raise ValueError(f"data.source must be 'simulate' or 'trackml', got {self.source!r}.")
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}.")
         if self.source == "trackml" and not self.cfg.get("path"):
             raise ValueError(
                 "data.path: give the directory of your TrackML events (data=trackml data.path=/dir)."
@@ -229,15 +212,13 @@ class EventStore:
         self.detector = load_detector(self.cfg)
         self.available = list_events(self.cfg["path"]) if self.source == "trackml" else None
         self.ids = split_event_ids(self.cfg, self.available)
-        root = Path(cache_dir) if cache_dir else default_cache_dir()
+        root = Path(cache_dir) if cache_dir else default_dir()
         self.dir = root / "processed" / processing_key(self.cfg)
         self.n_built = 0  # events processed (not read from the cache) by this store
 
     def _build(self, event_id: int) -> Data:
         seed = int(self.cfg.get("seed", 0))
         if self.source == "simulate":
-            from .simulate import simulate_event
-
             event = simulate_event(_simulation_config(self.cfg), seed, event_id, self.detector)
         else:
             event = read_event(self.cfg["path"], event_id, cells=None, detector=self.detector)
@@ -270,7 +251,5 @@ class EventStore:
         ids = self.ids[name]
         it = ids
         if self.progress and ids:
-            from tqdm import tqdm
-
             it = tqdm(ids, desc=f"data ({name})", unit="event", leave=False)
         return [select(self.event(i), pt_cut, noise_fraction) for i in it]

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
+from tqdm import tqdm
 
+from .. import checks
 from .geometry import (
     X0_BE_MM,
     X0_SI_MM,
@@ -54,42 +56,30 @@ _R_OUTER_MM, _Z_OUTER_MM = 1100.0, 3100.0
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Physics knobs of the generator; defaults reproduce a real PU200 TrackML event."""
+    """Physics knobs of the generator; defaults reproduce a real PU200 TrackML event.
 
-    mu: float = 200.0  # mean number of pile-up interactions
-    hard_scatter: bool = True  # add a hard (ttbar-like) interaction
-    particles_per_vertex: float = 52.0  # charged particles, pT > pt_min, |eta| < eta_max
-    hard_scatter_particles: float = 120.0
-    pt_min_gev: float = 0.1
-    eta_max: float = 4.0
-    secondary_fraction: float = 0.3  # share of particles from displaced vertices
-    secondary_r_max_mm: float = 600.0
-    sigma_z_mm: float = 55.0
-    sigma_xy_mm: float = 0.015
-    noise_share: float = 0.15  # noise hits / all hits
-    multiple_scattering: bool = True
-    energy_loss: bool = True
-    step_mm: float = 10.0
-    max_steps: int = 1000
+    Each field carries its check, which is also the schema of ``data.simulation``."""
+
+    mu: float = checks.field(200.0, checks.POSITIVE)  # mean number of pile-up interactions
+    hard_scatter: bool = checks.field(True, checks.boolean())  # add a hard (ttbar-like) interaction
+    # charged particles per vertex, pT > pt_min, |eta| < eta_max
+    particles_per_vertex: float = checks.field(52.0, checks.POSITIVE)
+    hard_scatter_particles: float = checks.field(120.0, checks.number(0))
+    pt_min_gev: float = checks.field(0.1, checks.POSITIVE)
+    eta_max: float = checks.field(4.0, checks.number(0, 6, lo_open=True))
+    # share of particles from displaced vertices
+    secondary_fraction: float = checks.field(0.3, checks.FRACTION)
+    secondary_r_max_mm: float = checks.field(600.0, checks.POSITIVE)
+    sigma_z_mm: float = checks.field(55.0, checks.number(0))
+    sigma_xy_mm: float = checks.field(0.015, checks.number(0))
+    noise_share: float = checks.field(0.15, checks.number(0, 0.99))  # noise hits / all hits
+    multiple_scattering: bool = checks.field(True, checks.boolean())
+    energy_loss: bool = checks.field(True, checks.boolean())
+    step_mm: float = checks.field(10.0, checks.number(0, 50, lo_open=True))
+    max_steps: int = checks.field(1000, checks.integer(1))
 
     def __post_init__(self) -> None:
-        checks = {
-            "mu": self.mu > 0,
-            "particles_per_vertex": self.particles_per_vertex > 0,
-            "pt_min_gev": self.pt_min_gev > 0,
-            "eta_max": 0 < self.eta_max <= 6,
-            "secondary_fraction": 0 <= self.secondary_fraction <= 1,
-            "noise_share": 0 <= self.noise_share < 1,
-            "step_mm": 0 < self.step_mm <= 50,
-            "sigma_z_mm": self.sigma_z_mm >= 0,
-            "hard_scatter_particles": self.hard_scatter_particles >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"simulation: impossible value for {bad[0]}={getattr(self, bad[0])!r} "
-                "(mu, particles_per_vertex, pt_min_gev, step_mm > 0; fractions in [0, 1])."
-            )
+        checks.check_fields(self, "simulation")
 
 
 # ---------------------------------------------------------------- particles ----
@@ -635,8 +625,6 @@ def simulate_dataset(
     ids = list(range(first_event, first_event + n_events))
     it = ids
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(ids, desc="simulate", unit="event")
     for event_id in it:
         write_event(directory, simulate_event(cfg, seed, event_id, det), compress=compress)

@@ -4,11 +4,19 @@ Module-wise truth (the Exa.TrkX definition): drop noise; order each particle's h
 their distance from the particle's production vertex; group consecutive hits that
 share a module; connect every hit of group i to every hit of group i + 1. Layer-wise
 truth groups by (volume, layer) instead of module.
+
+:func:`label_edges` labels the edges of a built graph against both definitions of
+truth, and :func:`edge_targets` gives a stage's training target (``truth: module`` or
+``truth: pid``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+# what a stage's `truth` key may name: the module-wise graph, or same-particle pairs
+TRAINING_TRUTH = ("module", "pid")
 
 
 def truth_edges(
@@ -61,3 +69,18 @@ def edge_in(edges: np.ndarray, reference: np.ndarray, n_nodes: int) -> np.ndarra
         return np.zeros(0, bool)
     ref = np.concatenate([reference[0] * n_nodes + reference[1], reference[1] * n_nodes + reference[0]])
     return np.isin(edges[0].astype(np.int64) * n_nodes + edges[1], ref)
+
+
+def label_edges(data, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, y_pid) of each edge of a processed event: in its module-wise truth graph
+    (either orientation); both hits of the same non-zero particle."""
+    e = edges.cpu().numpy()
+    y = edge_in(e, data.track_edges.numpy(), data.num_nodes)
+    y_pid = same_particle(data.pid.numpy(), e)
+    return torch.from_numpy(y), torch.from_numpy(y_pid)
+
+
+def edge_targets(data, edges: torch.Tensor, truth: str) -> torch.Tensor:
+    """Float training target of each edge under ``truth`` (one of TRAINING_TRUTH)."""
+    y, y_pid = label_edges(data, edges)
+    return (y if truth == "module" else y_pid).float()

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .geometry import volume_family
+from .simulate import SimulationConfig, default_detector, simulate_event
 from .trackml import Event
 
 
@@ -146,8 +147,6 @@ def compare(figures: dict[str, float], mu: float = 200.0) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .simulate import SimulationConfig, default_detector, simulate_event
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=3)
     ap.add_argument("--mu", type=float, default=200.0)

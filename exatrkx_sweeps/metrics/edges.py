@@ -42,14 +42,17 @@ class EdgeCounts:
         self.events += 1
         self.per_event_efficiency.append(tk / n_true_total if n_true_total else float("nan"))
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, stage: str = "") -> dict[str, float]:
+        """edge_eff, edge_purity (each with its _err), edges_per_event, edges_per_hit;
+        with ``stage``, each name carries it (``edge_eff_filter``, ``edge_eff_filter_err``)."""
         eff, eff_err = binomial(self.true_kept, self.true_total)
         pur, pur_err = binomial(self.true_kept, self.kept)
+        s = f"_{stage}" if stage else ""
         return {
-            "edge_eff": eff,
-            "edge_eff_err": eff_err,
-            "edge_purity": pur,
-            "edge_purity_err": pur_err,
-            "edges_per_event": self.kept / max(self.events, 1),
-            "edges_per_hit": self.kept / max(self.hits, 1),
+            f"edge_eff{s}": eff,
+            f"edge_eff{s}_err": eff_err,
+            f"edge_purity{s}": pur,
+            f"edge_purity{s}_err": pur_err,
+            f"edges_per_event{s}": self.kept / max(self.events, 1),
+            f"edges_per_hit{s}": self.kept / max(self.hits, 1),
         }

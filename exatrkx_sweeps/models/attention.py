@@ -13,9 +13,11 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from . import GNN_MODELS
 from .mlp import edge_mlp, make_mlp, run
 
 
+@GNN_MODELS.register("attention")
 class AttentionGNN(nn.Module):
     def __init__(
         self,
@@ -27,7 +29,6 @@ class AttentionGNN(nn.Module):
         layer_norm: bool = True,
         activation: str = "silu",
         checkpointing: bool = False,
-        **_: object,
     ):
         super().__init__()
         self.iterations, self.checkpointing = iterations, checkpointing

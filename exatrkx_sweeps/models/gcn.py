@@ -13,9 +13,11 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
+from . import GNN_MODELS
 from .mlp import ACTIVATIONS, edge_mlp, make_mlp, run
 
 
+@GNN_MODELS.register("gcn")
 class GCN(nn.Module):
     def __init__(
         self,
@@ -27,7 +29,6 @@ class GCN(nn.Module):
         layer_norm: bool = True,
         activation: str = "silu",
         checkpointing: bool = False,
-        **_: object,
     ):
         super().__init__()
         self.checkpointing = checkpointing

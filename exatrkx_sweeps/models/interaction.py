@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from . import GNN_MODELS
 from .mlp import edge_mlp, make_mlp, run
 
 AGGREGATIONS = ("sum", "max", "sum_max")
@@ -31,6 +32,7 @@ def aggregate(e: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, how: str)
     return torch.cat(parts, dim=-1)
 
 
+@GNN_MODELS.register("interaction")
 class InteractionGNN(nn.Module):
     def __init__(
         self,

@@ -1,8 +1,7 @@
-"""What the trainable stages share: model inputs, precision, the epoch callback."""
+"""What the network stages share: model inputs, precision, devices, validation metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -10,10 +9,9 @@ from torch_geometric.data import Data
 
 from ..augment import hough
 from ..data.features import CELL_SCALE, PAIR_FEATURES, pair_features
+from ..data.truth import label_edges
+from ..metrics.edges import EdgeCounts
 
-# callback(stage, epoch, metrics): logs training curves; a sweeper may raise from it to
-# prune the trial.
-EpochCallback = Callable[[str, int, dict[str, float]], None]
 PRECISIONS = ("32", "bf16", "16-mixed")
 
 
@@ -75,33 +73,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def epoch_range(n_epochs: int, stage: str, progress: bool):
-    """range(n_epochs), with a progress bar when ``progress``."""
-    epochs = range(int(n_epochs))
-    if progress:
-        from tqdm import tqdm
-
-        return tqdm(epochs, desc=f"train {stage}", unit="epoch", leave=False)
-    return epochs
-
-
-def loaded(model: torch.nn.Module, state: dict, device) -> torch.nn.Module:
-    """``model`` with ``state`` loaded, on ``device``, in eval mode."""
-    model.load_state_dict(state)
-    return model.to(device).eval()
+def count_edges(counts: EdgeCounts, data: Data, kept: torch.Tensor) -> EdgeCounts:
+    """Add one event's kept edges to ``counts`` (module-wise truth, docs/physics.md section 5)."""
+    counts.add(label_edges(data, kept)[0].numpy(), data.track_edges.shape[1], data.num_nodes)
+    return counts
 
 
 def val_edge_metrics(events, kept: list[torch.Tensor]) -> dict[str, float]:
-    """Module-wise edge efficiency / purity and edges per hit of kept graphs."""
-    from ..metrics.edges import EdgeCounts
-    from .graph import label_edges
-
+    """Edge efficiency / purity and edges per hit of kept graphs, as validation metrics."""
     c = EdgeCounts()
     for d, e in zip(events, kept, strict=True):
-        c.add(label_edges(d, e)[0].numpy(), d.track_edges.shape[1], d.num_nodes)
+        count_edges(c, d, e)
     s = c.summary()
-    return {
-        "val_edge_eff": s["edge_eff"],
-        "val_edge_purity": s["edge_purity"],
-        "val_edges_per_hit": s["edges_per_hit"],
-    }
+    return {f"val_{k}": s[k] for k in ("edge_eff", "edge_purity", "edges_per_hit")}

@@ -16,10 +16,9 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..models.mlp import make_mlp
-from .common import EpochCallback, epoch_range, loaded, n_node_inputs, node_inputs, val_edge_metrics
-from .graph import radius_neighbours
-
-VERSION = "1"
+from .base import EventGraph, RunContext, Settings, Stage, loaded, state_dict
+from .common import n_node_inputs, node_inputs, val_edge_metrics
+from .neighbours import build_edges, radius_neighbours
 
 
 class EmbeddingNet(nn.Module):
@@ -35,29 +34,79 @@ class EmbeddingNet(nn.Module):
         return nn.functional.normalize(e, dim=-1) if self.normalize else e
 
 
-def build_model(cfg) -> EmbeddingNet:
+class Embedding(Stage):
+    name = "embedding"
+
+    def settings(self, cfg) -> Settings:
+        e = dict(cfg["embedding"])
+        return Settings(
+            fit={
+                **{k: v for k, v in e.items() if k not in ("radius", "knn")},
+                "reflect": list(cfg["augment"]["reflect"]),
+                "seed": cfg["seed"],
+            },
+            # the graph stage builds with these; here they only shape the validation graph
+            apply={"radius": e["radius"], "knn": e["knn"]},
+            runtime={"backend": cfg["graph"]["backend"]},
+        )
+
+    def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
+        """Train the embedding; returns the model's state dict (on CPU)."""
+        torch.manual_seed(s["seed"])
+        gen = torch.Generator().manual_seed(s["seed"])
+        model = build_model(s).to(ctx.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
+        reflect = tuple(s["reflect"])
+        for epoch in ctx.epochs(s["epochs"], self.name):
+            model.train()
+            total = 0.0
+            for i in torch.randperm(len(train), generator=gen).tolist():
+                data = random_reflect(train[i].data, reflect, gen)
+                emb = model(node_inputs(data, s["use_cells"], ctx.device))
+                pairs, y = _pairs(data, emb, s, gen)
+                loss = hinge_loss(emb, pairs.to(ctx.device), y.to(ctx.device), s["margin"], s["pos_weight"])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+            metrics = {"loss": total / max(len(train), 1)}
+            if val:
+                metrics.update(validate(model, s, [ev.data for ev in val], ctx.device))
+            ctx.epoch_done(self.name, epoch, metrics)
+        return state_dict(model)
+
+    def load(self, ctx: RunContext, s: Settings, state):
+        model = loaded(build_model(s), state, ctx.device)
+
+        def apply(ev: EventGraph) -> EventGraph:
+            return ev.replace(embedding=embed(model, ev.data, s["use_cells"], ctx.device))
+
+        return apply
+
+
+def build_model(s: Settings) -> EmbeddingNet:
     return EmbeddingNet(
-        n_node_inputs(cfg["use_cells"]),
-        cfg["hidden"],
-        cfg["layers"],
-        cfg["out_dim"],
-        cfg["layer_norm"],
-        cfg["activation"],
-        cfg["normalize"],
+        n_node_inputs(s["use_cells"]),
+        s["hidden"],
+        s["layers"],
+        s["out_dim"],
+        s["layer_norm"],
+        s["activation"],
+        s["normalize"],
     )
 
 
-def _pairs(data: Data, emb: torch.Tensor, cfg, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _pairs(data: Data, emb: torch.Tensor, s: Settings, gen: torch.Generator):
+    """Training pairs of one event and their labels: the true edges, hard negatives
+    found by a radius search of the current embedding, random pairs."""
     n = data.num_nodes
     pid = data.pid
     true = data.track_edges
     with torch.no_grad():
-        hard = radius_neighbours(
-            emb.detach(), cfg["margin"], cfg["train_knn"], cfg.get("backend", "auto")
-        ).cpu()
+        hard = radius_neighbours(emb.detach(), s["margin"], s["train_knn"], s["backend"]).cpu()
     same = (pid[hard[0]] == pid[hard[1]]) & (pid[hard[0]] != 0)
     hard = hard[:, ~same]
-    n_rand = int(cfg["random_ratio"] * max(true.shape[1], 1))
+    n_rand = int(s["random_ratio"] * max(true.shape[1], 1))
     rand = torch.randint(0, n, (2, n_rand), generator=gen)
     rand = rand[:, rand[0] != rand[1]]
     y_rand = (pid[rand[0]] == pid[rand[1]]) & (pid[rand[0]] != 0)
@@ -77,62 +126,15 @@ def hinge_loss(
     return (pos_weight * pos.sum() + neg.sum()) / max(pairs.shape[1], 1)
 
 
-def train(
-    cfg,
-    train_events: list[Data],
-    val_events: list[Data],
-    seed: int,
-    device: torch.device,
-    reflect_axes: tuple[str, ...] = (),
-    callback: EpochCallback | None = None,
-    progress: bool = False,
-):
-    """Train the embedding; returns the model's state dict (on CPU)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
-    for epoch in epoch_range(cfg["epochs"], "embedding", progress):
-        model.train()
-        total = 0.0
-        for i in torch.randperm(len(train_events), generator=gen).tolist():
-            data = random_reflect(train_events[i], reflect_axes, gen)
-            emb = model(node_inputs(data, cfg["use_cells"], device))
-            pairs, y = _pairs(data, emb, cfg, gen)
-            loss = hinge_loss(emb, pairs.to(device), y.to(device), cfg["margin"], cfg["pos_weight"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        metrics = {"loss": total / max(len(train_events), 1)}
-        if val_events:
-            metrics.update(validate(model, cfg, val_events, device))
-        if callback:
-            callback("embedding", epoch, metrics)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
 @torch.no_grad()
-def validate(model, cfg, events: list[Data], device) -> dict[str, float]:
-    """Edge efficiency and purity of the radius graph at ``cfg.radius`` on ``events``."""
-    from .graph import build_edges
-
+def validate(model, s: Settings, events: list[Data], device) -> dict[str, float]:
+    """Edge efficiency and purity of the radius graph at the graph's radius on ``events``."""
     model.eval()
     kept = [
-        build_edges(
-            d,
-            embed(model, d, cfg["use_cells"], device),
-            cfg["radius"],
-            cfg["knn"],
-            cfg.get("backend", "auto"),
-        )
+        build_edges(d, embed(model, d, s["use_cells"], device), s["radius"], s["knn"], s["backend"])
         for d in events
     ]
     return val_edge_metrics(events, kept)
-
-
-def load(cfg, state: dict, device: torch.device) -> EmbeddingNet:
-    return loaded(build_model(cfg), state, device)
 
 
 @torch.no_grad()

@@ -1,11 +1,12 @@
-"""GNN edge classifier (stage 4): interaction network (default), attention GNN or GCN.
+"""GNN edge classifier (stage 4): interaction network (default), attention GNN, GCN, or
+any model registered in :data:`~exatrkx_sweeps.models.GNN_MODELS` (``gnn.model``).
 
 Trains on the filtered graphs, one event per step, with binary cross-entropy (positive
 weight, optional per-edge weights from ``augment.edge_weighting``), optional random
 reflections, Hough edge features, mixed precision (``train.precision``) and gradient
 checkpointing (``train.checkpointing``). After every epoch the validation edge
 efficiency / purity at ``tracks.edge_cut`` go to the epoch callback (training curves,
-pruning).
+pruning). Applied, it keeps the edges scoring above ``tracks.edge_cut``.
 """
 
 from __future__ import annotations
@@ -16,47 +17,116 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..augment.weighting import edge_weights
-from ..models.attention import AttentionGNN
-from ..models.gcn import GCN
-from ..models.interaction import InteractionGNN
+from ..data.truth import edge_targets
+from ..models import GNN_MODEL_INPUTS, GNN_MODELS
+from ..registry import check_arguments
+from .base import EventGraph, RunContext, Settings, Stage, loaded, state_dict
 from .common import (
-    EpochCallback,
     autocast,
     edge_attributes,
-    epoch_range,
     grad_scaler,
-    loaded,
     n_edge_attributes,
     n_node_inputs,
     node_inputs,
     val_edge_metrics,
 )
-from .filtering import labels
 
-VERSION = "1"
-MODELS = {"interaction": InteractionGNN, "attention": AttentionGNN, "gcn": GCN}
+# the gnn group's keys that the stage uses itself; the others are the model's settings
+TRAINING_KEYS = ("model", "use_cells", "lr", "epochs", "pos_weight", "truth")
 
 
-def build_model(cfg, hough_mode: str = "none", checkpointing: bool = False) -> nn.Module:
-    if cfg["model"] not in MODELS:
-        raise ValueError(f"gnn.model must be one of {sorted(MODELS)}, got {cfg['model']!r}.")
-    return MODELS[cfg["model"]](
-        node_dim=n_node_inputs(cfg["use_cells"]),
-        edge_dim=n_edge_attributes(hough_mode),
-        hidden=cfg["hidden"],
-        iterations=cfg["iterations"],
-        aggregation=cfg.get("aggregation", "sum_max"),
-        mlp_layers=cfg["mlp_layers"],
-        layer_norm=cfg["layer_norm"],
-        activation=cfg["activation"],
+class GNN(Stage):
+    name = "gnn"
+    edge_metrics = "gnn"
+
+    def settings(self, cfg) -> Settings:
+        aug, train = cfg["augment"], cfg["train"]
+        return Settings(
+            fit={
+                **{k: v for k, v in cfg["gnn"].items() if k in TRAINING_KEYS},
+                "model_settings": {k: v for k, v in cfg["gnn"].items() if k not in TRAINING_KEYS},
+                "hough": aug["hough"],
+                "reflect": list(aug["reflect"]),
+                "edge_weighting": bool(aug["edge_weighting"]),
+                "edge_weight_p": float(aug["edge_weight_p"]),
+                "precision": str(train["precision"]),
+                "checkpointing": bool(train["checkpointing"]),
+                "seed": cfg["seed"],
+            },
+            apply={"edge_cut": cfg["tracks"]["edge_cut"]},
+        )
+
+    def code(self, s: Settings):
+        # the stage and its model's module: editing one architecture leaves the others' cache
+        return (__name__, GNN_MODELS[s["model"]].__module__)
+
+    def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
+        """Train on (event, filtered edges); returns the model's state dict (CPU)."""
+        torch.manual_seed(s["seed"])
+        gen = torch.Generator().manual_seed(s["seed"])
+        device, precision = ctx.device, s["precision"]
+        model = build_model(s, checkpointing=s["checkpointing"]).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(s["epochs"]), 1))
+        scaler = grad_scaler(precision, device)
+        targets = [edge_targets(ev.data, ev.edges, s["truth"]) for ev in train]
+        pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
+        reflect = tuple(s["reflect"])
+        for epoch in ctx.epochs(s["epochs"], self.name):
+            model.train()
+            total = 0.0
+            for i in torch.randperm(len(train), generator=gen).tolist():
+                edges = train[i].edges
+                if edges.shape[1] == 0:
+                    continue
+                data = random_reflect(train[i].data, reflect, gen)
+                y = targets[i].to(device)
+                w = None
+                if s["edge_weighting"]:
+                    w = edge_weights(data, edges, y.cpu(), s["edge_weight_p"]).to(device)
+                with autocast(precision, device):
+                    logits = forward(model, data, edges, s, device)
+                loss = loss_fn(logits, y, w, pos_weight)
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total += float(loss.detach())
+            sched.step()
+            metrics = {"loss": total / max(len(train), 1)}
+            if val:
+                metrics.update(validate(model, s, val, device))
+            ctx.epoch_done(self.name, epoch, metrics)
+        return state_dict(model)
+
+    def load(self, ctx: RunContext, s: Settings, state):
+        model = loaded(build_model(s), state, ctx.device)
+
+        def apply(ev: EventGraph) -> EventGraph:
+            scores = score(model, ev.data, ev.edges, s, ctx.device)
+            keep = scores > s["edge_cut"]
+            return ev.replace(edges=ev.edges[:, keep], scores=scores[keep])
+
+        return apply
+
+
+def build_model(s: Settings, checkpointing: bool = False) -> nn.Module:
+    """The configured architecture; a setting it does not take is one ConfigError."""
+    cls = GNN_MODELS[s["model"]]
+    kwargs = dict(s["model_settings"])
+    check_arguments(cls, kwargs, "gnn", f"gnn.model={s['model']}", fixed=GNN_MODEL_INPUTS)
+    return cls(
+        node_dim=n_node_inputs(s["use_cells"]),
+        edge_dim=n_edge_attributes(s["hough"]),
         checkpointing=checkpointing,
+        **kwargs,
     )
 
 
-def forward(model, data: Data, edges: torch.Tensor, cfg, device, hough_mode: str) -> torch.Tensor:
+def forward(model, data: Data, edges: torch.Tensor, s: Settings, device) -> torch.Tensor:
     edges = edges.to(device)
-    attr = edge_attributes(data, edges, hough_mode, device)
-    return model(node_inputs(data, cfg["use_cells"], device), edges, attr)
+    attr = edge_attributes(data, edges, s["hough"], device)
+    return model(node_inputs(data, s["use_cells"], device), edges, attr)
 
 
 def loss_fn(logits, y, weight, pos_weight):
@@ -65,78 +135,22 @@ def loss_fn(logits, y, weight, pos_weight):
     )
 
 
-def train(
-    cfg,
-    graphs: list[tuple[Data, torch.Tensor]],
-    val_graphs,
-    seed: int,
-    device,
-    *,
-    precision: str = "32",
-    checkpointing: bool = False,
-    hough_mode: str = "none",
-    reflect_axes=(),
-    edge_weighting: bool = False,
-    edge_weight_p: float = 1.0,
-    edge_cut: float = 0.5,
-    callback: EpochCallback | None = None,
-    progress: bool = False,
-):
-    """graphs: (event, filtered edges). Returns the model's state dict (CPU)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = build_model(cfg, hough_mode, checkpointing).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg["epochs"]), 1))
-    scaler = grad_scaler(precision, device)
-    targets = [labels(d, e, cfg["truth"]) for d, e in graphs]
-    pos_weight = torch.tensor(float(cfg["pos_weight"]), device=device)
-    for epoch in epoch_range(cfg["epochs"], "gnn", progress):
-        model.train()
-        total = 0.0
-        for i in torch.randperm(len(graphs), generator=gen).tolist():
-            data, edges = graphs[i]
-            if edges.shape[1] == 0:
-                continue
-            data = random_reflect(data, reflect_axes, gen)
-            y = targets[i].to(device)
-            w = edge_weights(data, edges, y.cpu(), edge_weight_p).to(device) if edge_weighting else None
-            with autocast(precision, device):
-                logits = forward(model, data, edges, cfg, device, hough_mode)
-            loss = loss_fn(logits, y, w, pos_weight)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            total += float(loss.detach())
-        sched.step()
-        metrics = {"loss": total / max(len(graphs), 1)}
-        if val_graphs:
-            metrics.update(validate(model, cfg, val_graphs, device, hough_mode, edge_cut))
-        if callback:
-            callback("gnn", epoch, metrics)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
 @torch.no_grad()
-def validate(model, cfg, graphs, device, hough_mode, edge_cut) -> dict[str, float]:
+def validate(model, s: Settings, graphs: list[EventGraph], device) -> dict[str, float]:
     loss, kept = 0.0, []
-    for data, edges in graphs:
-        s = infer(model, data, edges, cfg, device, hough_mode)
-        kept.append(edges[:, s > edge_cut])
-        if s.numel():
-            target = labels(data, edges, cfg["truth"])
-            loss += float(nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), target))
-    return {"val_loss": loss / max(len(graphs), 1), **val_edge_metrics([d for d, _ in graphs], kept)}
-
-
-def load(cfg, state, device, hough_mode: str = "none") -> nn.Module:
-    return loaded(build_model(cfg, hough_mode), state, device)
+    for ev in graphs:
+        sc = score(model, ev.data, ev.edges, s, device)
+        kept.append(ev.edges[:, sc > s["edge_cut"]])
+        if sc.numel():
+            target = edge_targets(ev.data, ev.edges, s["truth"])
+            loss += float(nn.functional.binary_cross_entropy(sc.clamp(1e-6, 1 - 1e-6), target))
+    return {"val_loss": loss / max(len(graphs), 1), **val_edge_metrics([ev.data for ev in graphs], kept)}
 
 
 @torch.no_grad()
-def infer(model, data: Data, edges: torch.Tensor, cfg, device, hough_mode: str = "none") -> torch.Tensor:
+def score(model, data: Data, edges: torch.Tensor, s: Settings, device) -> torch.Tensor:
+    """Sigmoid score of every edge (CPU tensor)."""
     model.eval()
     if edges.shape[1] == 0:
         return torch.zeros(0)
-    return torch.sigmoid(forward(model, data, edges, cfg, device, hough_mode).float()).cpu()
+    return torch.sigmoid(forward(model, data, edges, s, device).float()).cpu()

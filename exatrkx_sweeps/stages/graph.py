@@ -1,15 +1,16 @@
-"""Graph construction: radius graphs in embedding space, and the module map.
+"""Graph construction (stage 2), in two implementations chosen by ``graph.method``.
 
-:func:`radius_neighbours` is the one entry to the search backends: faiss (CPU), a
-KD-tree (scipy), brute force in torch (used on CUDA) and faiss-gpu. All return, for
-every point, its neighbours within ``radius`` capped at the ``k`` nearest, so they
-give the same edge set. :func:`build_edges` turns neighbours into a track-building
-graph: no self or same-module pairs, each pair once, oriented inside-out.
+* ``radius`` (:class:`RadiusGraph`): the radius graph of the embedding
+  (``embedding.radius``, capped at ``embedding.knn`` neighbours per hit), built by
+  :func:`~.neighbours.build_edges` with any search backend (``graph.backend``).
+* ``module_map`` (:class:`ModuleMapGraph`): the alternative construction of the seed
+  and later ATLAS work. Fitting records the module-to-module connections seen in the
+  true edges of the training events, each with the ranges of simple geometric
+  quantities of its true edges; applying it takes all hit pairs of connected modules
+  that pass their pair's cuts.
 
-:class:`ModuleMap` (``graph=module_map``) is the alternative construction of the seed
-and later ATLAS work: the module-to-module connections seen in the true edges of the
-training events, each with the ranges of simple geometric quantities of its true
-edges, applied as cuts to all hit pairs of connected modules.
+The edge metrics after this stage are reported as ``*_embedding`` (the Exa.TrkX name
+for the graph after the embedding), whichever method built it.
 """
 
 from __future__ import annotations
@@ -20,118 +21,56 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-BACKENDS = ("auto", "faiss", "kdtree", "torch", "faiss_gpu")
+from .base import EventGraph, RunContext, Settings, Stage
+from .neighbours import build_edges, orient_and_clean
 
 
-def _faiss():
-    try:
-        import faiss
+class RadiusGraph(Stage):
+    name = "graph"
+    fits = False
+    edge_metrics = "embedding"
+    requires_embedding = True
 
-        return faiss
-    except ImportError:
-        return None
+    def settings(self, cfg) -> Settings:
+        return Settings(
+            fit={"method": "radius"},
+            apply={"radius": cfg["embedding"]["radius"], "knn": cfg["embedding"]["knn"]},
+            runtime={"backend": cfg["graph"]["backend"]},
+        )
 
+    def load(self, ctx: RunContext, s: Settings, state):
+        def apply(ev: EventGraph) -> EventGraph:
+            edges = build_edges(ev.data, ev.embedding, s["radius"], s["knn"], s["backend"])
+            return ev.replace(embedding=None, edges=edges, scores=None)
 
-def available_backends() -> list[str]:
-    out = ["kdtree", "torch"]
-    faiss = _faiss()
-    if faiss is not None:
-        out.append("faiss")
-        if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
-            out.append("faiss_gpu")
-    return out
-
-
-def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"graph.backend must be one of {BACKENDS}, got {backend!r}.")
-    avail = available_backends()
-    if backend == "auto":
-        if torch.device(device).type == "cuda":
-            return "faiss_gpu" if "faiss_gpu" in avail else "torch"
-        return "kdtree"  # on CPU a KD-tree with a distance bound beats brute force
-    if backend not in avail:
-        raise ValueError(f"graph.backend={backend} is not available here; available: {avail}.")
-    return backend
+        return apply
 
 
-def _pairs_from_knn(dist2: np.ndarray, idx: np.ndarray, radius: float) -> np.ndarray:
-    n, k = idx.shape
-    src = np.repeat(np.arange(n), k).reshape(n, k)
-    ok = (idx >= 0) & (idx != src) & (dist2 <= radius * radius)
-    return np.vstack([src[ok], idx[ok]]).astype(np.int64)
+class ModuleMapGraph(Stage):
+    name = "graph"
+    edge_metrics = "embedding"
+    requires_embedding = False
+
+    def settings(self, cfg) -> Settings:
+        return Settings(fit={"method": "module_map", "margin": cfg["graph"]["module_map_margin"]})
+
+    def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
+        return ModuleMap.fit([ev.data for ev in train], float(s["margin"])).state()
+
+    def load(self, ctx: RunContext, s: Settings, state):
+        module_map = ModuleMap.from_state(state)
+
+        def apply(ev: EventGraph) -> EventGraph:
+            return ev.replace(edges=module_map.build(ev.data), scores=None)
+
+        return apply
 
 
-def radius_neighbours(points: torch.Tensor, radius: float, k: int, backend: str = "auto") -> torch.Tensor:
-    """(2, E) directed pairs (i, j): j is among the ``k`` nearest of i (self excluded)
-    within ``radius`` (Euclidean)."""
-    if points.shape[0] < 2:
-        return torch.zeros((2, 0), dtype=torch.long, device=points.device)
-    backend = resolve_backend(backend, points.device)
-    kk = min(k + 1, points.shape[0])
-    if backend == "torch":
-        return _torch_knn(points, radius, kk)
-    x = np.ascontiguousarray(points.detach().float().cpu().numpy())
-    if backend == "kdtree":
-        from scipy.spatial import cKDTree
-
-        x64 = x.astype(np.float64)
-        dist, idx = cKDTree(x64).query(x64, k=kk, distance_upper_bound=radius * (1 + 1e-6))
-        dist, idx = dist.reshape(len(x), kk), idx.reshape(len(x), kk)
-        idx = np.where(np.isfinite(dist), idx, -1)
-        pairs = _pairs_from_knn(dist**2, idx, radius)
-    else:
-        faiss = _faiss()
-        index = faiss.IndexFlatL2(x.shape[1])
-        if backend == "faiss_gpu":
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-        index.add(x)
-        dist2, idx = index.search(x, kk)
-        pairs = _pairs_from_knn(dist2, idx, radius)
-    return torch.from_numpy(pairs).to(points.device)
+METHODS: dict[str, type[Stage]] = {"radius": RadiusGraph, "module_map": ModuleMapGraph}
 
 
-def _torch_knn(points: torch.Tensor, radius: float, kk: int, chunk: int = 4096) -> torch.Tensor:
-    out = []
-    x = points.detach().float()
-    for start in range(0, x.shape[0], chunk):
-        d2 = torch.cdist(x[start : start + chunk], x).pow(2)
-        dist2, idx = torch.topk(d2, kk, dim=1, largest=False)
-        src = torch.arange(start, start + d2.shape[0], device=x.device).unsqueeze(1).expand_as(idx)
-        ok = (idx != src) & (dist2 <= radius * radius)
-        out.append(torch.stack([src[ok], idx[ok]]))
-    return torch.cat(out, dim=1).long()
-
-
-def orient_and_clean(data: Data, pairs: torch.Tensor) -> torch.Tensor:
-    """Drop same-module pairs, keep each unordered pair once, orient it inside-out
-    (source closer to the origin in R = sqrt(r^2 + z^2))."""
-    if pairs.shape[1] == 0:
-        return pairs
-    module = data.module.to(pairs.device)
-    pairs = pairs[:, module[pairs[0]] != module[pairs[1]]]
-    R = data.pos.to(pairs.device).norm(dim=1)
-    inward = R[pairs[0]] > R[pairs[1]]
-    pairs = torch.where(inward.unsqueeze(0), pairs.flip(0), pairs)
-    n = data.num_nodes
-    key = torch.unique(pairs[0] * n + pairs[1])
-    return torch.stack([key // n, key % n])
-
-
-def label_edges(data: Data, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, y_pid): in the module-wise truth graph (either orientation); same particle."""
-    from ..data.truth import edge_in, same_particle
-
-    e = edges.cpu().numpy()
-    y = edge_in(e, data.track_edges.numpy(), data.num_nodes)
-    y_pid = same_particle(data.pid.numpy(), e)
-    return torch.from_numpy(y), torch.from_numpy(y_pid)
-
-
-def build_edges(
-    data: Data, embedding: torch.Tensor, radius: float, knn: int, backend: str = "auto"
-) -> torch.Tensor:
-    return orient_and_clean(data, radius_neighbours(embedding, radius, knn, backend)).cpu()
+def from_config(cfg) -> Stage:
+    return METHODS[cfg["graph"]["method"]]()
 
 
 # ---------------------------------------------------------------- module map ----
@@ -179,6 +118,15 @@ class ModuleMap:
         width = hi - lo
         pad = margin * np.maximum(width, np.array([5.0, 1e-4]))
         return cls(uniq[:, 0], uniq[:, 1], lo - pad, hi + pad)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ("src", "dst", "lo", "hi")
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> ModuleMap:
+        return cls(**{k: v.numpy() for k, v in state.items()})
 
     def __len__(self) -> int:
         return len(self.src)

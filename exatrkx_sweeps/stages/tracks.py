@@ -13,26 +13,57 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .base import EventGraph, RunContext, Settings, Stage
+
+try:  # the optional GPU backend (RAPIDS)
+    import cudf
+    import cugraph
+except ImportError:
+    cudf = cugraph = None
 
 BACKENDS = ("auto", "scipy", "cugraph")
 
 
-def _cugraph():
-    try:
-        import cudf
-        import cugraph
+class Tracks(Stage):
+    name = "tracks"
+    fits = False
 
-        return cugraph, cudf
-    except ImportError:
-        return None
+    def settings(self, cfg) -> Settings:
+        t = cfg["tracks"]
+        return Settings(
+            apply={k: t[k] for k in ("edge_cut", "resolve_junctions", "junction_rounds")},
+            runtime={"backend": t["backend"]},
+        )
+
+    def load(self, ctx: RunContext, s: Settings, state):
+        def apply(ev: EventGraph) -> EventGraph:
+            labels = label_hits(
+                ev.data.num_nodes,
+                ev.edges,
+                ev.scores,
+                s["edge_cut"],
+                s["backend"],
+                s["resolve_junctions"],
+                s["junction_rounds"],
+            )
+            return ev.replace(labels=labels)
+
+        return apply
+
+
+def _cugraph_usable() -> bool:
+    return cugraph is not None and torch.cuda.is_available()
 
 
 def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"tracks.backend must be one of {BACKENDS}, got {backend!r}.")
     if backend == "auto":
-        return "cugraph" if torch.cuda.is_available() and _cugraph() else "scipy"
-    if backend == "cugraph" and not (torch.cuda.is_available() and _cugraph()):
+        return "cugraph" if _cugraph_usable() else "scipy"
+    if backend == "cugraph" and not _cugraph_usable():
         raise ValueError("tracks.backend=cugraph needs CUDA and the cugraph package; use scipy.")
     return backend
 
@@ -89,7 +120,6 @@ def label_hits(
     if resolve_junctions:
         e = e[:, best_neighbour_edges(n_nodes, e, scores, junction_rounds)]
     if resolve_backend(backend) == "cugraph":
-        cugraph, cudf = _cugraph()
         df = cudf.DataFrame({"src": cudf.from_dlpack(e[0].cuda()), "dst": cudf.from_dlpack(e[1].cuda())})
         g = cugraph.Graph()
         g.from_cudf_edgelist(df, source="src", destination="dst")
@@ -97,9 +127,6 @@ def label_hits(
         labels = np.arange(n_nodes, dtype=np.int64) + n_nodes  # isolated hits: own labels
         labels[comp.vertex.to_numpy()] = comp.labels.to_numpy()
         return np.unique(labels, return_inverse=True)[1].astype(np.int64)
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     e = e.cpu().numpy()
     adj = coo_matrix((np.ones(e.shape[1]), (e[0], e[1])), shape=(n_nodes, n_nodes))
     _, labels = connected_components(adj, directed=False)

@@ -1,0 +1,131 @@
+"""The one interface every stage implements, and what flows from stage to stage.
+
+A stage (embedding, graph construction, filter, GNN, track building) says:
+
+* ``settings(cfg)``: everything it reads from the run's config, in three parts:
+  ``fit`` (changes the fitted state, hence everything downstream), ``apply`` (changes
+  only what the fitted state outputs) and ``runtime`` (changes speed or memory, never
+  results). A stage reads its settings only through this object, so every setting
+  that can change a result is in its cache key by construction; ``fit`` may read an
+  ``apply`` setting only for the validation metrics it reports while training.
+* ``code(settings)``: the modules whose source is its code fingerprint (by default its
+  own module; the fingerprint follows their imports inside the package).
+* ``fit(ctx, settings, train, val)``: train on the upstream outputs of the training
+  and validation events; returns the fitted state, made of tensors and plain
+  containers only (what the stage cache stores). Stages with ``fits`` false have none.
+* ``load(ctx, settings, state)``: an :data:`Applier` that takes one event's
+  :class:`EventGraph` to the next.
+
+The driver (``pipeline.py``) keys, caches, times and evaluates every stage the same
+way and never reads a stage's settings itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from tqdm import tqdm
+
+# on_epoch(stage, epoch, metrics): training curves; a sweeper may raise from it to prune
+EpochCallback = Callable[[str, int, dict[str, float]], None]
+
+
+@dataclass
+class EventGraph:
+    """One event on its way through the stages: the processed event and what the stages
+    so far made of it. ``edges`` are the edges the last stage kept (2, E), inside-out,
+    with their ``scores`` (E,) where that stage scored them."""
+
+    data: Data
+    embedding: torch.Tensor | None = None
+    edges: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    labels: np.ndarray | None = None  # track candidate label of every hit
+
+    # what the stage cache keeps of an event that passed a stage (tensors only)
+    CACHED: ClassVar[tuple[str, ...]] = ("embedding", "edges", "scores")
+
+    def replace(self, **changes: Any) -> EventGraph:
+        return dataclasses.replace(self, **changes)
+
+    def outputs(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in self.CACHED if getattr(self, k) is not None}
+
+
+Applier = Callable[[EventGraph], EventGraph]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a stage reads from the config (see the module docstring)."""
+
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    apply: Mapping[str, Any] = field(default_factory=dict)
+    runtime: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        for part in (self.fit, self.apply, self.runtime):
+            if key in part:
+                return part[key]
+        raise KeyError(f"{key!r} is not among this stage's settings")
+
+
+@dataclass
+class RunContext:
+    """What a run gives every stage and that changes no result: the device, progress
+    bars, and the epoch callback (training curves, pruning)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = False
+    on_epoch: EpochCallback | None = None
+
+    def epochs(self, n_epochs: int, stage: str) -> Iterable[int]:
+        """range(n_epochs), with a progress bar when the run shows progress."""
+        epochs = range(int(n_epochs))
+        if self.progress:
+            return tqdm(epochs, desc=f"train {stage}", unit="epoch", leave=False)
+        return epochs
+
+    def epoch_done(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(stage, epoch, metrics)
+
+
+class Stage(ABC):
+    name: ClassVar[str]  # its config group, the prefix of its cache keys and metrics
+    fits: ClassVar[bool] = True  # whether it has a state to fit (and cache)
+    edge_metrics: ClassVar[str | None] = None  # edge metrics after it go under this name
+    requires_embedding: ClassVar[bool] = False  # the embedding stage runs only for one that does
+
+    @abstractmethod
+    def settings(self, cfg: Mapping[str, Any]) -> Settings: ...
+
+    def code(self, settings: Settings) -> tuple[ModuleType | str, ...]:
+        return (type(self).__module__,)
+
+    def fit(
+        self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]
+    ) -> dict[str, Any]:
+        raise NotImplementedError(f"the {self.name} stage has nothing to fit")
+
+    @abstractmethod
+    def load(self, ctx: RunContext, s: Settings, state: dict[str, Any] | None) -> Applier: ...
+
+
+def state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's weights as a CPU state dict: the fitted state of a network stage."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def loaded(model: torch.nn.Module, state: dict, device) -> torch.nn.Module:
+    """``model`` with ``state`` loaded, on ``device``, in eval mode."""
+    model.load_state_dict(state)
+    return model.to(device).eval()

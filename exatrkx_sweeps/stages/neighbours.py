@@ -1,0 +1,114 @@
+"""Neighbour search in embedding space, shared by embedding training (hard negatives,
+validation graphs) and graph construction (the radius graph).
+
+:func:`radius_neighbours` is the one entry to the search backends: faiss (CPU), a
+KD-tree (scipy), brute force in torch (used on CUDA) and faiss-gpu. All return, for
+every point, its neighbours within ``radius`` capped at the ``k`` nearest, so they give
+the same edge set; the choice changes speed, never results. :func:`build_edges` turns
+neighbours into a track-building graph: no self or same-module pairs, each pair once,
+oriented inside-out (:func:`orient_and_clean`, also used by the module map).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch_geometric.data import Data
+
+try:
+    import faiss
+except ImportError:  # faiss is optional: the KD-tree and torch backends always work
+    faiss = None
+
+BACKENDS = ("auto", "faiss", "kdtree", "torch", "faiss_gpu")
+
+
+def available_backends() -> list[str]:
+    out = ["kdtree", "torch"]
+    if faiss is not None:
+        out.append("faiss")
+        if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
+            out.append("faiss_gpu")
+    return out
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"graph.backend must be one of {BACKENDS}, got {backend!r}.")
+    avail = available_backends()
+    if backend == "auto":
+        if torch.device(device).type == "cuda":
+            return "faiss_gpu" if "faiss_gpu" in avail else "torch"
+        return "kdtree"  # on CPU a KD-tree with a distance bound beats brute force
+    if backend not in avail:
+        raise ValueError(f"graph.backend={backend} is not available here; available: {avail}.")
+    return backend
+
+
+def _pairs_from_knn(dist2: np.ndarray, idx: np.ndarray, radius: float) -> np.ndarray:
+    n, k = idx.shape
+    src = np.repeat(np.arange(n), k).reshape(n, k)
+    ok = (idx >= 0) & (idx != src) & (dist2 <= radius * radius)
+    return np.vstack([src[ok], idx[ok]]).astype(np.int64)
+
+
+def radius_neighbours(points: torch.Tensor, radius: float, k: int, backend: str = "auto") -> torch.Tensor:
+    """(2, E) directed pairs (i, j): j is among the ``k`` nearest of i (self excluded)
+    within ``radius`` (Euclidean)."""
+    if points.shape[0] < 2:
+        return torch.zeros((2, 0), dtype=torch.long, device=points.device)
+    backend = resolve_backend(backend, points.device)
+    kk = min(k + 1, points.shape[0])
+    if backend == "torch":
+        return _torch_knn(points, radius, kk)
+    x = np.ascontiguousarray(points.detach().float().cpu().numpy())
+    if backend == "kdtree":
+        x64 = x.astype(np.float64)
+        dist, idx = cKDTree(x64).query(x64, k=kk, distance_upper_bound=radius * (1 + 1e-6))
+        dist, idx = dist.reshape(len(x), kk), idx.reshape(len(x), kk)
+        idx = np.where(np.isfinite(dist), idx, -1)
+        pairs = _pairs_from_knn(dist**2, idx, radius)
+    else:
+        index = faiss.IndexFlatL2(x.shape[1])
+        if backend == "faiss_gpu":
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        index.add(x)
+        dist2, idx = index.search(x, kk)
+        pairs = _pairs_from_knn(dist2, idx, radius)
+    return torch.from_numpy(pairs).to(points.device)
+
+
+def _torch_knn(points: torch.Tensor, radius: float, kk: int, chunk: int = 4096) -> torch.Tensor:
+    out = []
+    x = points.detach().float()
+    for start in range(0, x.shape[0], chunk):
+        d2 = torch.cdist(x[start : start + chunk], x).pow(2)
+        dist2, idx = torch.topk(d2, kk, dim=1, largest=False)
+        src = torch.arange(start, start + d2.shape[0], device=x.device).unsqueeze(1).expand_as(idx)
+        ok = (idx != src) & (dist2 <= radius * radius)
+        out.append(torch.stack([src[ok], idx[ok]]))
+    return torch.cat(out, dim=1).long()
+
+
+def orient_and_clean(data: Data, pairs: torch.Tensor) -> torch.Tensor:
+    """Drop same-module pairs, keep each unordered pair once, orient it inside-out
+    (source closer to the origin in R = sqrt(r^2 + z^2))."""
+    if pairs.shape[1] == 0:
+        return pairs
+    module = data.module.to(pairs.device)
+    pairs = pairs[:, module[pairs[0]] != module[pairs[1]]]
+    R = data.pos.to(pairs.device).norm(dim=1)
+    inward = R[pairs[0]] > R[pairs[1]]
+    pairs = torch.where(inward.unsqueeze(0), pairs.flip(0), pairs)
+    n = data.num_nodes
+    key = torch.unique(pairs[0] * n + pairs[1])
+    return torch.stack([key // n, key % n])
+
+
+def build_edges(
+    data: Data, embedding: torch.Tensor, radius: float, knn: int, backend: str = "auto"
+) -> torch.Tensor:
+    """(2, E) CPU edges of the radius graph of ``embedding``: neighbours within ``radius``
+    capped at ``knn`` per hit, cleaned and oriented inside-out."""
+    return orient_and_clean(data, radius_neighbours(embedding, radius, knn, backend)).cpu()

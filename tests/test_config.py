@@ -1,0 +1,43 @@
+"""Config validation: one line naming the key, with the choices of the owning modules."""
+
+import pytest
+
+from exatrkx_sweeps.config import validate
+from exatrkx_sweeps.errors import ConfigError
+from exatrkx_sweeps.models import GNN_MODELS
+
+from .helpers import tiny_cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["gnn=attention", "+gnn.aggregation=sum"], "gnn.aggregation: not a setting of gnn.model=attention"),
+        (["gnn.model=transformer"], "gnn.model='transformer': must be one of attention, gcn, interaction"),
+        (["gnn=common"], "gnn.model: missing; choose gnn=attention|gcn|interaction"),
+        (["gnn.aggregation=mean"], "gnn.aggregation='mean': must be one of sum, max, sum_max"),
+        (["embedding.activation=swish"], "embedding.activation='swish': must be one of relu, tanh"),
+        (["data.simulation.mu=-1"], "data.simulation.mu=-1: must be a number > 0"),
+        (["+data.simulation.pileup=3"], "data.simulation.pileup: unknown key"),
+        (["graph.backend=annoy"], "graph.backend='annoy': must be one of auto, faiss, kdtree"),
+        (["augment.hough=all"], "augment.hough='all': must be one of none, params, votes"),
+        (["filter.truth=layer"], "filter.truth='layer': must be one of module, pid"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_choices(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(tiny_cfg(*overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_shipped_architecture_validates():
+    for model in ("interaction", "attention", "gcn"):
+        assert validate(tiny_cfg(f"gnn={model}"))["gnn"]["model"] == model
+    assert {"interaction", "attention", "gcn"} <= set(GNN_MODELS.names())
+
+
+def test_the_simulation_dataclass_checks_itself_the_same_way():
+    from exatrkx_sweeps.data.simulate import SimulationConfig
+
+    with pytest.raises(ValueError, match=r"simulation.mu=0: must be a number > 0"):
+        SimulationConfig(mu=0)
