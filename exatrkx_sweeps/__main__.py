@@ -16,10 +16,18 @@ import sys
 from pathlib import Path
 
 import hydra
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import ConfigError, validate
-from .errors import one_line
+from . import pipeline
+from .config import validate
+from .errors import ConfigError, TrackingError, one_line
+from .sweeper.bridge import TrialLink
+from .tracking.artifacts import log_report
+from .tracking.run import job_run
+from .tracking.store import check_reachable, resolve_uri
 
 _CONF = Path(__file__).parent / "conf"
 _EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)
@@ -37,11 +45,6 @@ def _rewrite_argv(argv: list[str]) -> list[str]:
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def app(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from . import pipeline, tracking
-
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
@@ -50,10 +53,10 @@ def app(cfg: DictConfig):
     link = _trial_link(log) if multirun else None
     try:
         plain = validate(cfg)
-        uri = tracking.resolve_uri((plain.get("tracking") or {}).get("uri"))
+        uri = resolve_uri((plain.get("tracking") or {}).get("uri"))
         if (plain.get("tracking") or {}).get("enabled", True):
-            tracking.check_reachable(uri)
-    except (ConfigError, tracking.TrackingError) as exc:
+            check_reachable(uri)
+    except (ConfigError, TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if link is not None:
             raise  # the sweeper records this trial FAIL with the message
@@ -67,16 +70,14 @@ def app(cfg: DictConfig):
         plain.setdefault("tracking", {})
         plain["tracking"]["run_name"] = plain["tracking"].get("run_name") or f"trial {link.number}"
     try:
-        with tracking.job_run(plain, overrides, sweep_dir, tags) as run:
+        with job_run(plain, sweep_dir, tags, stopped=(optuna.TrialPruned,)) as run:
             callbacks = _callbacks(run, link, plain)
             if run and link:
                 link.set_user_attr("mlflow_run_id", run.run_id)
             report = pipeline.run(plain, callbacks, progress=True)
             if run:
-                tracking.log_report(run, report, plain, overrides)
+                log_report(run, report, plain, overrides)
     except Exception as exc:
-        import optuna
-
         if isinstance(exc, optuna.TrialPruned):
             print(f"trial {link.number if link else ''} pruned: {exc}", file=sys.stderr)
             raise  # the sweeper records PRUNED
@@ -97,8 +98,6 @@ def app(cfg: DictConfig):
 
 def _trial_link(log):
     """The job's Optuna trial when the Optuna sweeper launched it (else None)."""
-    from .sweeper.bridge import TrialLink
-
     try:
         return TrialLink.from_hydra()
     except Exception as exc:  # pruning and trial attributes are lost, the run itself goes on
@@ -108,18 +107,16 @@ def _trial_link(log):
 
 def _callbacks(run, link, cfg):
     """Pipeline callbacks: MLflow training curves, and the trial's intermediate values."""
-    from .pipeline import Callbacks
-
     reporter = link.reporter(cfg) if link is not None and link.pruning else None
     if reporter is None:
-        return Callbacks(on_epoch=run.log_curve if run else None)
+        return pipeline.Callbacks(on_epoch=run.log_curve if run else None)
 
     def on_epoch(stage, epoch, metrics):
         if run:
             run.log_curve(stage, epoch, metrics)
         reporter.on_epoch(stage, epoch, metrics)
 
-    return Callbacks(on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event)
+    return pipeline.Callbacks(on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event)
 
 
 def main() -> None:

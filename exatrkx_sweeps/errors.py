@@ -8,6 +8,10 @@ class ConfigError(ValueError):
     and what it accepts, e.g. ``gnn.iterations=0: must be an integer >= 1.``"""
 
 
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message says why and what to do."""
+
+
 def one_line(exc: BaseException, with_type: bool = False) -> str:
     """The first line of the exception's message (the type's name when the message is
     empty); ``with_type`` prefixes the type's name, for records that outlive the context

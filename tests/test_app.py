@@ -348,3 +348,38 @@ def test_two_trial_study_of_the_real_pipeline(tmp_path):
     r = _app(args, {"EXATRKX_MLFLOW_DB": str(db)}, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(optuna.load_study(study_name="tiny_study", storage=open_storage(str(storage))).trials) == 2
+
+
+def test_basic_sweeper_multirun_gets_its_parent_from_the_callback(tmp_path, shared_cache):
+    """Under Hydra's basic sweeper the tracking callback creates the parent run; under the
+    Optuna sweeper (which declares owns_parent_run) it leaves that to the study."""
+    from hydra import compose, initialize_config_module
+
+    from exatrkx_sweeps.tracking.callback import _sweeper_owns_parent
+
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        assert _sweeper_owns_parent(compose("config", return_hydra_config=True))
+        basic = compose("config", overrides=["hydra/sweeper=basic"], return_hydra_config=True)
+        assert not _sweeper_owns_parent(basic)
+    db = tmp_path / "m.db"
+    r = _app(
+        [
+            "-m",
+            *TINY,
+            "hydra/sweeper=basic",
+            "gnn.epochs=2",
+            "gnn.iterations=2,3",
+            f"cache.dir={shared_cache}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        {"EXATRKX_MLFLOW_DB": str(db)},
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("exatrkx").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "parent"]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "multirun sweep"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["gnn.iterations"] for r in children) == ["2", "3"]
+    assert all(r.info.status == "FINISHED" and "eff_tech_pt0.5" in r.data.metrics for r in children)

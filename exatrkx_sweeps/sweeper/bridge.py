@@ -20,6 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import optuna
+from hydra.core.hydra_config import HydraConfig
+
+from . import optuna_compat as compat
+from .storage import open_storage
+from .study import make_pruner
+
 CONTEXT_FILE = ".optuna_study.json"
 
 
@@ -35,11 +42,6 @@ class TrialLink:
     """A job's handle on trial ``number`` of the study described in ``context``."""
 
     def __init__(self, context: Mapping[str, Any], number: int):
-        import optuna
-
-        from .storage import open_storage
-        from .study import make_pruner
-
         self.number = int(number)
         self.study_name = str(context["study_name"])
         self.pruner_spec = dict(context.get("pruner") or {"name": "none"})
@@ -51,17 +53,14 @@ class TrialLink:
                 sampler=optuna.samplers.RandomSampler(),
                 pruner=make_pruner(self.pruner_spec),
             )
-        storage = self.study._storage
-        self.trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, self.number)
-        self.trial = optuna.Trial(self.study, self.trial_id)
+        self.trial_id = compat.trial_id_of(self.study, self.number)
+        self.trial = compat.handle(self.study, self.trial_id)
         self.pruning = self.pruner_spec.get("name", "none") != "none"
 
     @classmethod
     def from_hydra(cls) -> TrialLink | None:
         """The link of the current Hydra job, or None outside an Optuna sweep."""
         try:
-            from hydra.core.hydra_config import HydraConfig
-
             hc = HydraConfig.get()
         except Exception:
             return None
@@ -74,17 +73,13 @@ class TrialLink:
         return cls(json.loads(f.read_text()), int(number))
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        import optuna
-
         try:
-            self.study._storage.set_trial_user_attr(self.trial_id, key, value)
+            compat.set_user_attr(self.study, self.trial_id, key, value)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # failed meanwhile by another worker (lost heartbeat): nothing to record
 
     def report(self, value: float, step: int, what: str = "") -> None:
         """Report an intermediate value; raise ``optuna.TrialPruned`` when the pruner says so."""
-        import optuna
-
         if not self.pruning or value is None or not math.isfinite(float(value)):
             return
         try:

@@ -1,4 +1,5 @@
-"""What a study found: the results file, the summary table, Optuna's Plotly figures.
+"""What a study found: the results file and the summary table (its figures are in
+:mod:`exatrkx_sweeps.dashboards.study`).
 
 ``optuna_results.yaml`` in the sweep directory holds the study's name and storage, the
 count of trials per state, and the best trial (one objective) or the Pareto front (several
@@ -8,9 +9,11 @@ objectives), each with its parameters, objective values and MLflow run id.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
+
+import yaml
+from optuna.trial import TrialState
 
 from .runner import REASON
 from .storage import redact
@@ -45,8 +48,6 @@ def _trial_record(t, metrics: list[str]) -> dict[str, Any]:
 
 def best(study) -> list:
     """The best trial (one objective) or the Pareto-optimal trials (several)."""
-    from optuna.trial import TrialState
-
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []
     if len(study.directions) == 1:
@@ -100,46 +101,7 @@ def table(study, metrics: list[str]) -> str:
     return "\n".join([*lines, tag])
 
 
-def figures(study, metrics: list[str]) -> dict[str, Any]:
-    """Optuna's Plotly figures: history, importances, parallel coordinates, Pareto front.
-    A figure that needs more finished trials than there are is left out."""
-    import optuna.visualization as vis
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    out: dict[str, Any] = {}
-    multi = len(study.directions) > 1
-    targets = (
-        [(m, (lambda t, i=i: t.values[i])) for i, m in enumerate(metrics)] if multi else [(metrics[0], None)]
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for m, target in targets:
-            suffix = f"_{m}" if multi else ""
-            plots = [
-                ("optimization_history", vis.plot_optimization_history),
-                ("parallel_coordinate", vis.plot_parallel_coordinate),
-            ]
-            if len(complete) >= 2 and any(t.params for t in complete):
-                plots.append(("param_importances", vis.plot_param_importances))
-            for name, plot in plots:
-                try:
-                    out[f"{name}{suffix}"] = plot(study, target=target, target_name=m)
-                except Exception:  # e.g. importances of a parameter that never varied
-                    pass
-        if multi:
-            try:
-                out["pareto_front"] = vis.plot_pareto_front(study, target_names=metrics)
-            except Exception:
-                pass
-    return out
-
-
 def write(study, metrics: list[str], storage: str | None, sweep_dir: str | Path) -> Path:
-    import yaml
-
     d = Path(sweep_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / "optuna_results.yaml"

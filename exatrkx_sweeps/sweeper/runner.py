@@ -1,5 +1,20 @@
 """The sweep loop of one worker: take queued trials, launch them, record their outcome.
 
+A trial's life (every step a write to the shared storage, so that workers and jobs in
+other processes or on other nodes agree):
+
+    queue      the worker that creates the study (or raises n_trials) adds one WAITING
+               trial per budget slot; a grid point's values are fixed in it
+    claim      a worker takes a WAITING trial of this run's budget: WAITING -> RUNNING in
+               one storage transition, then samples the free parameters (per-trial seed)
+    heartbeat  while the job runs, the worker stamps the trial every heartbeat_interval
+    report     the job opens the study by name and reports intermediate values to its own
+               trial (bridge.py); the pruner may stop it
+    finish     the job's metrics (or error) come back through the launcher: COMPLETE with
+               the objectives, FAIL with the reason, or PRUNED
+    retry      a RUNNING trial silent for grace_period is failed by whichever worker sees
+               it, and queued again with the same values (up to max_retry)
+
 How the promises are kept:
 
 * **n_trials is a total.** The study holds exactly one queued (WAITING) trial per
@@ -30,7 +45,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
+from optuna.trial import TrialState
+
 from ..errors import one_line
+from . import optuna_compat as compat
 from .space import grid_points, overrides_for
 from .storage import claim_lock, open_storage
 from .study import StudySpec, make_pruner, make_sampler
@@ -64,8 +83,6 @@ class Judged:
 
 def judge(outcome: Outcome, objectives: Sequence[str]) -> Judged:
     """The trial state and objective values for what a job gave back."""
-    import optuna
-
     if outcome.error is not None:
         if isinstance(outcome.error, optuna.TrialPruned):
             return Judged("PRUNED", None, str(outcome.error) or "pruned", {})
@@ -143,7 +160,6 @@ class Runner:
     # ------------------------------------------------------------------ study --
     def open(self):
         """Create the study (and its queued slots) or join it; returns the Optuna study."""
-        import optuna
 
         storage = open_storage(self.url)
         spec = self.spec
@@ -197,8 +213,6 @@ class Runner:
             time.sleep(0.2)
 
     def _ensure_slots(self) -> None:
-        import optuna
-        from optuna.trial import TrialState
 
         study = self.study
         n, points = self._target()
@@ -220,29 +234,21 @@ class Runner:
 
     # --------------------------------------------------------------- trials --
     def _pop(self):
-        import optuna
-        from optuna.trial import TrialState
 
-        storage = self.study._storage
-        for t in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        study = self.study
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             if t.system_attrs.get(SLOT, -1) >= self.n_target:
                 continue  # queued by an earlier run with a larger n_trials: not in this run's total
-            try:
-                with claim_lock(self.url):
-                    if storage.get_trial(t._trial_id).state != TrialState.WAITING:
-                        continue
-                    if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                        continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+            tid = compat.trial_id(t)
+            with claim_lock(self.url):
+                if compat.fresh(study, tid).state != TrialState.WAITING or not compat.claim(study, t):
+                    continue
             with self._lock:
-                self._active.add(t._trial_id)
-            storage.set_trial_system_attr(t._trial_id, HEARTBEAT, time.time())
+                self._active.add(tid)
+            compat.set_system_attr(study, tid, HEARTBEAT, time.time())
             # a per-trial seed: reproducible, and parallel workers never propose the same point
-            self.study.sampler = make_sampler(
-                self.spec.sampler, self.spec.grid, self.seed * 100003 + t.number
-            )
-            trial = optuna.Trial(self.study, t._trial_id)
+            study.sampler = make_sampler(self.spec.sampler, self.spec.grid, self.seed * 100003 + t.number)
+            trial = compat.handle(study, tid)
             try:
                 values = {p.key: p.suggest(trial) for p in self.spec.params}
             except Exception as exc:
@@ -255,27 +261,24 @@ class Runner:
         return None
 
     def _beat(self, stop: threading.Event) -> None:
-        storage = self.study._storage
         while not stop.wait(self.heartbeat_interval):
             with self._lock:
                 ids = list(self._active)
             for trial_id in ids:
                 try:
-                    storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+                    compat.set_system_attr(self.study, trial_id, HEARTBEAT, time.time())
                 except Exception:  # finished meanwhile, or a transient storage error: next beat
                     pass
 
     def reap_stale(self) -> list[int]:
         """Fail RUNNING trials whose worker stopped beating; queue them again (max_retry)."""
-        import optuna
-        from optuna.trial import TrialState
 
         study = self.study
-        storage = study._storage
         now = time.time()
         failed = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id in self._active:
+            tid = compat.trial_id(t)
+            if tid in self._active:
                 continue
             last = t.system_attrs.get(HEARTBEAT)
             if last is None:
@@ -284,23 +287,22 @@ class Runner:
             if silent <= self.grace_period:
                 continue
             try:
-                storage.set_trial_user_attr(
-                    t._trial_id,
+                compat.set_user_attr(
+                    study,
+                    tid,
                     REASON,
                     f"worker died: no heartbeat for {silent:.0f} s (grace period {self.grace_period:.0f} s)",
                 )
-                if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
+            except Exception:  # finished meanwhile
+                continue
+            if not compat.fail(study, tid):
                 continue  # another worker got there first
             failed.append(t.number)
-            self._retry(storage.get_trial(t._trial_id), "worker died")
+            self._retry(compat.fresh(study, tid), "worker died")
         return failed
 
     def _retry(self, frozen, why: str) -> None:
         """Queue a failed trial again with the same values (Optuna's retry attributes)."""
-        import optuna
-        from optuna.trial import TrialState
 
         history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
         if len(history) > self.spec.max_retry:
@@ -321,16 +323,14 @@ class Runner:
         )
 
     def _tell(self, trial, judged: Judged) -> None:
-        import optuna
-        from optuna.trial import TrialState
 
-        storage = self.study._storage
+        tid = compat.trial_id(trial)
         try:
             for k, v in judged.metrics.items():
-                storage.set_trial_user_attr(trial._trial_id, k, v)
+                compat.set_user_attr(self.study, tid, k, v)
             if judged.reason:
                 key = "prune_reason" if judged.state == "PRUNED" else REASON
-                storage.set_trial_user_attr(trial._trial_id, key, judged.reason[:2000])
+                compat.set_user_attr(self.study, tid, key, judged.reason[:2000])
             state = getattr(TrialState, judged.state)
             self.study.tell(
                 trial, values=judged.values if state == TrialState.COMPLETE else None, state=state
@@ -339,7 +339,7 @@ class Runner:
             self.log(f"trial {trial.number} was already finished by another worker (heartbeat lost?).")
         finally:
             with self._lock:
-                self._active.discard(trial._trial_id)
+                self._active.discard(tid)
         self.finished.append((trial.number, judged))
         if judged.state == "FAIL":
             self.failures += 1
@@ -349,7 +349,6 @@ class Runner:
     # ----------------------------------------------------------------- loop --
     def run(self) -> None:
         """Run trials until none is queued or running (or the failure budget is spent)."""
-        from optuna.trial import TrialState
 
         if self.study is None:
             self.open()
@@ -407,7 +406,7 @@ class Runner:
                 self._tell(
                     trial, Judged("FAIL", None, f"launcher failed: {one_line(exc, with_type=True)}", {})
                 )
-                self._retry(self.study._storage.get_trial(trial._trial_id), "launcher failed")
+                self._retry(compat.fresh(self.study, compat.trial_id(trial)), "launcher failed")
             return
         fatal = None
         for (trial, _), outcome in zip(batch, outcomes, strict=True):

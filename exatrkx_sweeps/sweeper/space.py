@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -73,14 +75,10 @@ class Param:
 
 
 def _parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     return OverridesParser.create()
 
 
 def _param(override) -> Param:
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
     key = override.get_key_element()
     value = override.value()
     if isinstance(value, ChoiceSweep):

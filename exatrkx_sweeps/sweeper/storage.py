@@ -24,6 +24,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
 from ..errors import one_line
 from ..locks import file_lock
 
@@ -77,15 +80,11 @@ def resolve(url: str | None) -> str:
 
 def open_storage(url: str | None):
     """An Optuna storage for ``url`` (see :func:`resolve`); raises :class:`StorageError`."""
-    import optuna
-
     url = resolve(url)
     if url.startswith("journal:///"):
         path = Path(url[len("journal:///") :])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise StorageError(f"storage=journal:///{path}: cannot write there ({exc}).") from None

@@ -26,11 +26,15 @@ instances are events).
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import optuna
+import yaml
 
 from ..errors import one_line
 from .space import Param, SpaceError, is_grid, parse
@@ -241,8 +245,6 @@ def _construct(cls, kwargs: dict, what: str):
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        import inspect
-
         accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
         raise StudyError(f"{what}: {exc}; {cls.__name__} accepts {', '.join(accepted)}.") from None
     except ValueError as exc:
@@ -253,8 +255,6 @@ def make_sampler(sampler: Mapping[str, Any], grid: bool, seed: int | None):
     """The Optuna sampler. Grid points are queued as fixed trials by the sweeper (so that
     parallel workers never run one twice); the sampler then only fills what is not fixed.
     A ``seed`` in the study file is the base of the per-trial seed."""
-    import optuna
-
     kwargs = {k: v for k, v in sampler.items() if k != "name"}
     kwargs["seed"] = seed
     name = sampler["name"]
@@ -271,8 +271,6 @@ def make_sampler(sampler: Mapping[str, Any], grid: bool, seed: int | None):
 
 
 def make_pruner(pruner: Mapping[str, Any]):
-    import optuna
-
     kwargs = {k: v for k, v in pruner.items() if k not in ("name", "intermediate")}
     classes = {
         "none": optuna.pruners.NopPruner,
@@ -298,8 +296,6 @@ def load(
     if not study:
         return build(dict(settings or {}), default_name, cli_overrides)
     path = find(study, cwd)
-    import yaml
-
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -13,9 +13,9 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.exatrkx_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    study: Any = (
-        None  # a study file: NAME (./studies or the packaged ones) or a path; null: the command-line grid
-    )
+    # a study file: NAME (./studies or the packaged ones) or a path; null: the command-line grid.
+    # Defaults to the app's top-level `study` key (study=NAME), where the app has one.
+    study: Any = "${oc.select:study,null}"
     study_name: Any = None  # default: the study file's name (or the sweep directory for a command-line grid)
     storage: Any = None  # default: sqlite at $EXATRKX_OPTUNA_DB or ~/.exatrkx/optuna.db
     n_trials: Any = None  # total number of trials (a rerun runs only the missing ones)

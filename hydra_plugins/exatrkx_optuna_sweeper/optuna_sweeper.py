@@ -18,6 +18,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from exatrkx_sweeps.errors import TrackingError
 from exatrkx_sweeps.sweeper import bridge, results, study
 from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
 from exatrkx_sweeps.sweeper.storage import StorageError, redact, resolve
@@ -33,6 +34,10 @@ class SweepFailed(CompactHydraException):
 
 
 class OptunaSweeper(Sweeper):
+    # the study keeps its MLflow parent run (shared by workers and reruns): the multirun
+    # callback of exatrkx_sweeps.tracking leaves it to the sweeper
+    owns_parent_run = True
+
     def __init__(self, **conf: Any) -> None:
         super().__init__()
         self.conf = {k: v for k, v in conf.items() if k != "_target_"}
@@ -85,8 +90,6 @@ class OptunaSweeper(Sweeper):
 
     # ----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from exatrkx_sweeps.tracking import TrackingError
-
         try:
             return self._sweep(arguments)
         except (study.StudyError, StorageError, SweepError, TrackingError) as exc:
@@ -120,9 +123,11 @@ class OptunaSweeper(Sweeper):
         bridge.write_context(sweep_dir, url, spec.name, spec.pruner)
         parent = None
         if tracking is not None:
-            from exatrkx_sweeps import tracking as mlflow_tracking
+            # imported here: Hydra imports this module to discover plugins in every app,
+            # and only tracked sweeps need MLflow
+            from exatrkx_sweeps.sweeper.parent import StudyParent
 
-            parent = mlflow_tracking.StudyParent.open(tracking, optuna_study, sweep_dir, url)
+            parent = StudyParent.open(tracking, optuna_study, sweep_dir, url)
             runner.on_finished = parent.trial_finished
         error: BaseException | None = None
         try:

@@ -1,0 +1,41 @@
+"""What a finished pipeline run leaves in MLflow besides its params: metrics, tags and
+artifacts (resolved config, overrides, metrics JSON, the summary table, efficiency
+against pT and eta as Plotly HTML)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from ..dashboards.run import efficiency_figures
+from ..report import RunReport
+from .run import Run
+
+
+def log_report(run: Run, report: RunReport, cfg: Mapping, overrides: list[str]) -> None:
+    run.log_metrics(report.metrics)
+    run.set_tags(
+        {
+            "device": report.info.get("device"),
+            "train_data": report.info.get("train_data"),
+            "test_data": report.info.get("test_data"),
+            "cache_hits": ",".join(k for k, v in report.cache_hits.items() if v) or "none",
+            **{f"cache.{k}": v for k, v in report.cache_hits.items()},
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+        (tmp / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+        (tmp / "metrics.json").write_text(json.dumps(report.metrics, indent=2, sort_keys=True))
+        (tmp / "summary.txt").write_text(report.summary_table() + "\n")
+        for p in tmp.iterdir():
+            run.log_file(p)
+        for name, fig in efficiency_figures(report).items():
+            path = tmp / f"{name}.html"
+            fig.write_html(path, include_plotlyjs="cdn")
+            run.log_file(path, "plots")

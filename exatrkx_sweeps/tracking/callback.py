@@ -1,0 +1,57 @@
+"""The Hydra callback that gives a multirun its MLflow parent run.
+
+One parent run per multirun; jobs become its children (they find its id in the sweep
+directory). A sweeper that keeps parent runs itself (the Optuna sweeper keeps one per
+study, shared by its workers and reruns) says so with a class attribute
+``owns_parent_run = True``; the callback then leaves the multirun to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from .run import open_parent, parent_run_id
+from .store import client, resolve_uri
+
+
+def _sweeper_owns_parent(config: DictConfig) -> bool:
+    target = (config.hydra.get("sweeper") or {}).get("_target_")
+    if not target:
+        return False
+    try:
+        return bool(getattr(get_class(str(target)), "owns_parent_run", False))
+    except Exception:  # a sweeper that cannot be imported here: Hydra reports that itself
+        return False
+
+
+def _tracking(config: DictConfig) -> dict:
+    return OmegaConf.to_container(config.get("tracking") or {}, resolve=True)
+
+
+class ParentRunCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        tr = _tracking(config)
+        if not tr.get("enabled", True) or _sweeper_owns_parent(config):
+            return
+        sweep_dir = config.hydra.sweep.dir
+        if parent_run_id(sweep_dir):
+            return
+        study = tr.get("study")
+        open_parent(
+            resolve_uri(tr.get("uri")),
+            tr.get("experiment", "exatrkx"),
+            sweep_dir,
+            name=study or f"multirun {Path(sweep_dir).name}",
+            tags={"study": study or ""},
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if _sweeper_owns_parent(config):
+            return
+        run_id = parent_run_id(config.hydra.sweep.dir)
+        if run_id:
+            client(resolve_uri(_tracking(config).get("uri"))).set_terminated(run_id, status="FINISHED")

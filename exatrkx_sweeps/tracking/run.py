@@ -1,0 +1,195 @@
+"""MLflow runs: the run wrapper, the run of one job, and parent runs of sweeps.
+
+A multirun or a study has one parent run; each job is a child of it, also when jobs
+run in other processes: the parent's id is written to the sweep directory
+(:data:`PARENT_FILE`), where every job finds it. :func:`open_parent` is the one way to
+create a parent run or take an existing one up again.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy
+import torch
+from mlflow.entities import Metric, Param, RunTag
+
+from .. import __version__
+from .store import check_reachable, client, experiment_id, resolve_uri
+
+PARENT_FILE = ".mlflow_parent_run"
+
+
+def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def provenance_tags() -> dict[str, str]:
+    tags = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "host": platform.node(),
+        "exatrkx_sweeps": __version__,
+    }
+    for pkg in ("torch_geometric", "mlflow", "optuna", "hydra"):
+        try:
+            tags[pkg] = __import__(pkg).__version__
+        except Exception:
+            pass
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode == 0:
+            tags["git_commit"] = commit.stdout.strip()
+    except Exception:
+        pass
+    return tags
+
+
+class Run:
+    """One MLflow run: a job of a sweep, a single run, or a sweep's parent."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri = uri
+        self.run_id = run_id
+        self.client = client(uri)
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Run:
+        check_reachable(uri)
+        mlflow = client(uri)
+        all_tags = dict(tags or {})
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = mlflow.create_run(experiment_id(mlflow, uri, experiment), run_name=run_name, tags=all_tags)
+        return cls(uri, run.info.run_id)
+
+    # -- logging
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and v == v]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_curve(self, stage: str, epoch: int, metrics: Mapping[str, float]) -> None:
+        self.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=epoch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_file(self, path: str | Path, directory: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), directory)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def fail(self, error: BaseException | str) -> None:
+        msg = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        try:
+            self.set_tags(
+                {"error": msg[:5000], "status_reason": msg.splitlines()[0][:250] if msg else "failed"}
+            )
+        finally:
+            self.finish("FAILED")
+
+
+def parent_run_id(sweep_dir: str | Path) -> str | None:
+    f = Path(sweep_dir) / PARENT_FILE
+    return f.read_text().strip() if f.exists() else None
+
+
+def open_parent(
+    uri: str,
+    experiment: str,
+    sweep_dir: str | Path,
+    name: str,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> Run:
+    """The parent run of a sweep: ``run_id`` taken up again (RUNNING) when it still
+    exists in this store, else a new one; its id is written to the sweep directory."""
+    run = None
+    if run_id:
+        try:
+            client(uri).update_run(run_id, status="RUNNING")
+            run = Run(uri, run_id)
+        except Exception:  # deleted, or another tracking store than before
+            run = None
+    if run is None:
+        all_tags = {
+            "role": "parent",
+            "sweep_dir": str(Path(sweep_dir).resolve()),
+            **(tags or {}),
+            **provenance_tags(),
+        }
+        run = Run.create(uri, experiment, run_name=name, tags=all_tags)
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / PARENT_FILE).write_text(run.run_id)
+    return run
+
+
+@contextmanager
+def job_run(
+    cfg: Mapping,
+    sweep_dir: str | None,
+    tags: Mapping[str, str] | None = None,
+    stopped: tuple[type[BaseException], ...] = (),
+) -> Iterator[Run | None]:
+    """The MLflow run of one job: created before the pipeline starts (params logged),
+    FINISHED at the end, FAILED with its error if the block raises, KILLED if it raises
+    one of ``stopped`` (a trial stopped by its pruner: not an error). None when
+    ``tracking.enabled`` is false."""
+    tr = cfg.get("tracking") or {}
+    if not tr.get("enabled", True):
+        yield None
+        return
+    run = Run.create(
+        resolve_uri(tr.get("uri")),
+        tr.get("experiment", "exatrkx"),
+        run_name=tr.get("run_name"),
+        parent_id=parent_run_id(sweep_dir) if sweep_dir else None,
+        tags={**provenance_tags(), **(tags or {})},
+    )
+    run.log_params(flatten(cfg))
+    try:
+        yield run
+    except stopped as exc:
+        run.set_tags({"status_reason": str(exc)[:250] or "stopped"})
+        run.finish("KILLED")
+        raise
+    except BaseException as exc:
+        run.fail(exc)
+        raise
+    run.finish()
