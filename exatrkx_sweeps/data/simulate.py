@@ -18,6 +18,7 @@ Everything is vectorised numpy; the only Python loop is over propagation steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +266,6 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
     path = np.zeros(len(particles))
     rec: dict[str, list] = {k: [] for k in _RECORD_KEYS}
     ds = cfg.step_mm
-    n_disk_planes = len(surf.disk_z)
 
     for _ in range(cfg.max_steps):
         if alive.size == 0:
@@ -273,69 +273,16 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
         P, D, pp, qq = pos[alive], d[alive], p[alive], q[alive]
         pt = pp * np.hypot(D[:, 0], D[:, 1])
         omega = _omega(qq, np.maximum(pt, 1e-4), P[:, 2])
-        step = np.full(alive.size, ds)
-        P1, D1 = _helix(P, D, omega, step)
-        r0 = np.hypot(P[:, 0], P[:, 1])
-        r1 = np.hypot(P1[:, 0], P1[:, 1])
-        x0 = np.zeros(alive.size)
-        dedx = np.zeros(alive.size)
-        # cylinders crossed outward (r0 < R <= r1)
-        i0 = np.searchsorted(surf.cyl_r, r0, side="left")
-        i1 = np.searchsorted(surf.cyl_r, r1, side="left")
-        hit = np.flatnonzero(i1 > i0)
-        if hit.size:
-            k = i0[hit]
-            s_guess = ds * (surf.cyl_r[k] - r0[hit]) / np.maximum(r1[hit] - r0[hit], 1e-9)
-            zc = P[hit, 2] + s_guess * D[hit, 2]
-            inside = np.abs(zc) <= surf.cyl_zmax[k]
-            hit, k, s_guess = hit[inside], k[inside], s_guess[inside]
-            cos_inc = np.abs(D1[hit, 0] * P1[hit, 0] + D1[hit, 1] * P1[hit, 1]) / np.maximum(r1[hit], 1e-9)
-            cos_inc = np.maximum(cos_inc, 0.05)
-            x0[hit] += surf.cyl_x0[k] / cos_inc
-            dedx[hit] += surf.cyl_dedx[k] / cos_inc
-            layer = surf.cyl_layer[k]
-            active = layer >= 0
-            h = hit[active]
-            _record(
-                rec, alive[h], layer[active], s_guess[active], P[h], D[h], omega[h], path[alive[h]], pp[h]
-            )
-        # disk planes crossed (either direction)
-        j0 = np.searchsorted(surf.disk_z, P[:, 2], side="right")
-        j1 = np.searchsorted(surf.disk_z, P1[:, 2], side="right")
-        hit = np.flatnonzero(j1 != j0)
-        if hit.size:
-            plane = np.where(j1[hit] > j0[hit], j0[hit], j0[hit] - 1)
-            plane = np.clip(plane, 0, n_disk_planes - 1)
-            zp = surf.disk_z[plane]
-            s_guess = (zp - P[hit, 2]) / D[hit, 2]
-            rc = 0.5 * (r0[hit] + r1[hit])
-            layer = np.full(hit.size, -1)
-            for pl in np.unique(plane):
-                sel = plane == pl
-                for li in surf.disk_layers[pl]:
-                    match = sel & (rc >= surf.layer_rmin[li]) & (rc <= surf.layer_rmax[li])
-                    layer[match] = li
-            ok = layer >= 0
-            hit, layer, s_guess = hit[ok], layer[ok], s_guess[ok]
-            cos_inc = np.maximum(np.abs(D1[hit, 2]), 0.05)
-            x0[hit] += surf.layer_x0[layer] / cos_inc
-            dedx[hit] += surf.layer_dedx[layer] / cos_inc
-            _record(rec, alive[hit], layer, s_guess, P[hit], D[hit], omega[hit], path[alive[hit]], pp[hit])
-        # material effects at the end of the step
-        mat = np.flatnonzero(x0 > 0)
-        if mat.size:
-            energy = np.sqrt(pp[mat] ** 2 + mass[alive[mat]] ** 2)
-            if cfg.energy_loss:
-                energy = np.maximum(energy - dedx[mat] * 1e-3, mass[alive[mat]] * 1.0001)
-                pp[mat] = np.sqrt(energy**2 - mass[alive[mat]] ** 2)
-            if cfg.multiple_scattering:
-                beta = pp[mat] / energy
-                D1[mat] = _scatter(rng, D1[mat], pp[mat], beta, x0[mat])
-        pos[alive], d[alive], p[alive] = P1, D1, pp
+        P1, D1 = _helix(P, D, omega, np.full(alive.size, ds))
+        step = _Step(P, D, P1, D1, omega, pp, alive, path[alive], np.zeros(alive.size), np.zeros(alive.size))
+        _cross_cylinders(surf, step, ds, rec)
+        _cross_disks(surf, step, rec)
+        _material(cfg, rng, step, mass[alive])
+        pos[alive], d[alive], p[alive] = P1, step.D1, step.p
         path[alive] += ds
-        pt_new = pp * np.hypot(D1[:, 0], D1[:, 1])
-        keep = (r1 >= r0) & (r1 < _R_OUTER_MM) & (np.abs(P1[:, 2]) < _Z_OUTER_MM) & (pt_new > 0.02)
-        alive = alive[keep]
+        pt_new = step.p * np.hypot(step.D1[:, 0], step.D1[:, 1])
+        keep = (step.r1 >= step.r0) & (step.r1 < _R_OUTER_MM) & (np.abs(P1[:, 2]) < _Z_OUTER_MM)
+        alive = alive[keep & (pt_new > 0.02)]
 
     out = {
         k: np.concatenate(v) if v else np.zeros((0, 3) if k in ("pos", "d") else 0) for k, v in rec.items()
@@ -343,6 +290,99 @@ def _propagate(cfg, rng, surf: _Surfaces, particles: pd.DataFrame) -> dict[str, 
     out["particle"] = out["particle"].astype(np.int64)
     out["layer"] = out["layer"].astype(np.int64)
     return out
+
+
+@dataclass
+class _Step:
+    """One propagation step of the particles still alive: the helix state at its start
+    (P, D) and end (P1, D1), and the material it crossed (x0 in radiation lengths' mm,
+    dedx in MeV), filled in by the crossing searches."""
+
+    P: np.ndarray
+    D: np.ndarray
+    P1: np.ndarray
+    D1: np.ndarray
+    omega: np.ndarray
+    p: np.ndarray
+    alive: np.ndarray  # particle indices
+    path: np.ndarray  # path length at the start of the step
+    x0: np.ndarray
+    dedx: np.ndarray
+
+    @cached_property
+    def r0(self) -> np.ndarray:
+        return np.hypot(self.P[:, 0], self.P[:, 1])
+
+    @cached_property
+    def r1(self) -> np.ndarray:
+        return np.hypot(self.P1[:, 0], self.P1[:, 1])
+
+    def record(self, rec: dict[str, list], i: np.ndarray, layer: np.ndarray, s_guess: np.ndarray) -> None:
+        state = (self.P[i], self.D[i], self.omega[i], self.path[i], self.p[i])
+        _record(rec, self.alive[i], layer, s_guess, *state)
+
+
+def _cross_cylinders(surf: _Surfaces, st: _Step, ds: float, rec: dict[str, list]) -> None:
+    """Cylinders crossed outward in the step (r0 < R <= r1): material, and the active
+    layers' crossings recorded."""
+    r0, r1 = st.r0, st.r1
+    i0 = np.searchsorted(surf.cyl_r, r0, side="left")
+    i1 = np.searchsorted(surf.cyl_r, r1, side="left")
+    hit = np.flatnonzero(i1 > i0)
+    if not hit.size:
+        return
+    k = i0[hit]
+    s_guess = ds * (surf.cyl_r[k] - r0[hit]) / np.maximum(r1[hit] - r0[hit], 1e-9)
+    zc = st.P[hit, 2] + s_guess * st.D[hit, 2]
+    inside = np.abs(zc) <= surf.cyl_zmax[k]
+    hit, k, s_guess = hit[inside], k[inside], s_guess[inside]
+    D1, P1 = st.D1, st.P1
+    cos_inc = np.abs(D1[hit, 0] * P1[hit, 0] + D1[hit, 1] * P1[hit, 1]) / np.maximum(r1[hit], 1e-9)
+    cos_inc = np.maximum(cos_inc, 0.05)
+    st.x0[hit] += surf.cyl_x0[k] / cos_inc
+    st.dedx[hit] += surf.cyl_dedx[k] / cos_inc
+    layer = surf.cyl_layer[k]
+    active = layer >= 0
+    st.record(rec, hit[active], layer[active], s_guess[active])
+
+
+def _cross_disks(surf: _Surfaces, st: _Step, rec: dict[str, list]) -> None:
+    """Disk planes crossed in the step (either direction): material, and the crossings
+    of the disk layers whose radial range holds the step recorded."""
+    j0 = np.searchsorted(surf.disk_z, st.P[:, 2], side="right")
+    j1 = np.searchsorted(surf.disk_z, st.P1[:, 2], side="right")
+    hit = np.flatnonzero(j1 != j0)
+    if not hit.size:
+        return
+    plane = np.where(j1[hit] > j0[hit], j0[hit], j0[hit] - 1)
+    plane = np.clip(plane, 0, len(surf.disk_z) - 1)
+    s_guess = (surf.disk_z[plane] - st.P[hit, 2]) / st.D[hit, 2]
+    rc = 0.5 * (st.r0[hit] + st.r1[hit])
+    layer = np.full(hit.size, -1)
+    for pl in np.unique(plane):
+        sel = plane == pl
+        for li in surf.disk_layers[pl]:
+            layer[sel & (rc >= surf.layer_rmin[li]) & (rc <= surf.layer_rmax[li])] = li
+    ok = layer >= 0
+    hit, layer, s_guess = hit[ok], layer[ok], s_guess[ok]
+    cos_inc = np.maximum(np.abs(st.D1[hit, 2]), 0.05)
+    st.x0[hit] += surf.layer_x0[layer] / cos_inc
+    st.dedx[hit] += surf.layer_dedx[layer] / cos_inc
+    st.record(rec, hit, layer, s_guess)
+
+
+def _material(cfg, rng, st: _Step, mass: np.ndarray) -> None:
+    """Energy loss and multiple scattering at the end of the step, where material was crossed."""
+    mat = np.flatnonzero(st.x0 > 0)
+    if not mat.size:
+        return
+    energy = np.sqrt(st.p[mat] ** 2 + mass[mat] ** 2)
+    if cfg.energy_loss:
+        energy = np.maximum(energy - st.dedx[mat] * 1e-3, mass[mat] * 1.0001)
+        st.p[mat] = np.sqrt(energy**2 - mass[mat] ** 2)
+    if cfg.multiple_scattering:
+        beta = st.p[mat] / energy
+        st.D1[mat] = _scatter(rng, st.D1[mat], st.p[mat], beta, st.x0[mat])
 
 
 _RECORD_KEYS = ("particle", "layer", "s", "pos", "d", "omega", "path", "p")
@@ -497,44 +537,20 @@ def simulate_event(
     sig = _module_hits(det, index, cross, cfg.step_mm)
     pidx = cross["particle"][sig["crossing"]]
     n_sig = len(pidx)
-
-    # noise: uniform over modules, at the nominal share of all hits
-    n_noise = int(rng.poisson(cfg.noise_share / (1 - cfg.noise_share) * n_sig)) if n_sig else 0
-    nmod = rng.integers(0, len(det), n_noise)
-    m = det.modules
-    hv, minhu, maxhu = (m[c].to_numpy()[nmod] for c in ("module_hv", "module_minhu", "module_maxhu"))
-    nv = rng.uniform(-1, 1, n_noise) * hv
-    nu = rng.uniform(-1, 1, n_noise) * (minhu + (maxhu - minhu) * (nv + hv) / (2 * hv))
+    nmod, noise_local = _noise_hits(cfg, rng, det, n_sig)
+    n_noise = len(nmod)
     mod = np.concatenate([sig["module"], nmod])
-    local_true = np.concatenate([sig["local"], np.column_stack([nu, nv])])
+    local_true = np.concatenate([sig["local"], noise_local])
     rot = det.rotations[mod]
     dir_local = np.einsum("ikj,ik->ij", rot[:n_sig], sig["dir"])
     dir_local = np.concatenate([dir_local, np.tile([0.0, 0.0, 1.0], (n_noise, 1))])
     noise = np.arange(n_sig + n_noise) >= n_sig
+    xyz = _measured(rng, det, mod, local_true, noise)
 
-    # measured position: smeared in module coordinates, kept inside the module
-    fam = volume_family(m.volume_id.to_numpy()[mod])
-    sig_u = np.select([fam == k for k in RESOLUTION_MM], [v[0] for v in RESOLUTION_MM.values()])
-    sig_v = np.select([fam == k for k in RESOLUTION_MM], [v[1] for v in RESOLUTION_MM.values()])
-    hv_all = m.module_hv.to_numpy()[mod]
-    meas = local_true + rng.normal(size=local_true.shape) * np.column_stack([sig_u, sig_v])
-    meas[:, 1] = np.clip(meas[:, 1], -hv_all, hv_all)
-    meas[noise] = local_true[noise]
-    xyz = det.centres[mod] + rot[:, :, 0] * meas[:, :1] + rot[:, :, 1] * meas[:, 1:2]
-
-    # truth, order along each particle's path, weights
+    # truth: ids, true positions and momenta, and weights from the order along each path
     pid_all = np.concatenate([particles.particle_id.to_numpy()[pidx], np.zeros(n_noise, np.int64)])
     part_all = np.concatenate([pidx, np.full(n_noise, -1)])
-    path = np.concatenate([sig["path"], np.zeros(n_noise)])
-    order = np.zeros(n_sig + n_noise, np.int64)
-    nh = np.zeros(n_sig + n_noise, np.int64)
-    if n_sig:
-        srt = np.lexsort((path[:n_sig], pidx))
-        counts = np.bincount(pidx, minlength=len(particles))
-        starts = np.cumsum(counts) - counts
-        order[srt] = np.arange(n_sig) - starts[pidx[srt]]
-        nh[:n_sig] = counts[pidx]
-        particles["nhits"] = counts
+    order, nh = _order_along_path(particles, pidx, sig["path"], n_noise)
     pt_all = np.concatenate([particles.pt.to_numpy()[pidx], np.zeros(n_noise)])
     weight = trackml_weights(part_all, order, nh, pt_all, noise)
     true_pos = np.concatenate([sig["true_pos"], xyz[n_sig:]])
@@ -543,49 +559,75 @@ def simulate_event(
         mom[n_sig:] = xyz[n_sig:] / np.linalg.norm(xyz[n_sig:], axis=1, keepdims=True) * 1e6
 
     # official row order: sorted by volume, layer, module; random inside a module
-    vol = m.volume_id.to_numpy()[mod]
-    lay = m.layer_id.to_numpy()[mod]
-    mid = m.module_id.to_numpy()[mod]
+    m = det.modules
+    vol, lay, mid = (m[c].to_numpy()[mod] for c in ("volume_id", "layer_id", "module_id"))
     srt = np.lexsort((rng.uniform(size=mod.size), mid, lay, vol))
     hit_id = np.empty(mod.size, np.int64)
     hit_id[srt] = np.arange(1, mod.size + 1)
-    hits = (
-        pd.DataFrame(
-            {
-                "hit_id": hit_id,
-                "x": xyz[:, 0],
-                "y": xyz[:, 1],
-                "z": xyz[:, 2],
-                "volume_id": vol,
-                "layer_id": lay,
-                "module_id": mid,
-            }
-        )
-        .iloc[srt]
-        .reset_index(drop=True)
+    hits = pd.DataFrame(
+        {"hit_id": hit_id, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+        | {"volume_id": vol, "layer_id": lay, "module_id": mid}
     )
-    truth = (
-        pd.DataFrame(
-            {
-                "hit_id": hit_id,
-                "particle_id": pid_all,
-                "tx": true_pos[:, 0],
-                "ty": true_pos[:, 1],
-                "tz": true_pos[:, 2],
-                "tpx": mom[:, 0],
-                "tpy": mom[:, 1],
-                "tpz": mom[:, 2],
-                "weight": weight,
-            }
-        )
-        .iloc[srt]
-        .reset_index(drop=True)
+    truth = pd.DataFrame(
+        {"hit_id": hit_id, "particle_id": pid_all}
+        | {f"t{a}": true_pos[:, i] for i, a in enumerate("xyz")}
+        | {f"tp{a}": mom[:, i] for i, a in enumerate("xyz")}
+        | {"weight": weight}
     )
     chit, ch0, ch1, value = _cells(rng, det, mod, local_true, dir_local, noise)
     cells = pd.DataFrame({"hit_id": hit_id[chit], "ch0": ch0, "ch1": ch1, "value": value})
     cells = cells.sort_values(["hit_id", "ch0", "ch1"], kind="stable").reset_index(drop=True)
     official = particles[["particle_id", "particle_type", "vx", "vy", "vz", "px", "py", "pz", "q", "nhits"]]
-    return Event(int(event_id), hits, official.copy(), truth, cells)
+    return Event(
+        int(event_id),
+        hits.iloc[srt].reset_index(drop=True),
+        official.copy(),
+        truth.iloc[srt].reset_index(drop=True),
+        cells,
+    )
+
+
+def _noise_hits(cfg: SimulationConfig, rng, det: Detector, n_sig: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise hits uniform over the modules, at the nominal share of all hits: their
+    module rows and (u, v) positions on the module."""
+    n_noise = int(rng.poisson(cfg.noise_share / (1 - cfg.noise_share) * n_sig)) if n_sig else 0
+    nmod = rng.integers(0, len(det), n_noise)
+    m = det.modules
+    hv, minhu, maxhu = (m[c].to_numpy()[nmod] for c in ("module_hv", "module_minhu", "module_maxhu"))
+    nv = rng.uniform(-1, 1, n_noise) * hv
+    nu = rng.uniform(-1, 1, n_noise) * (minhu + (maxhu - minhu) * (nv + hv) / (2 * hv))
+    return nmod, np.column_stack([nu, nv])
+
+
+def _measured(rng, det: Detector, mod: np.ndarray, local_true: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Measured global positions: true (u, v) smeared by the volume's resolution, kept
+    inside the module (noise hits are not smeared)."""
+    m = det.modules
+    fam = volume_family(m.volume_id.to_numpy()[mod])
+    sig_u = np.select([fam == k for k in RESOLUTION_MM], [v[0] for v in RESOLUTION_MM.values()])
+    sig_v = np.select([fam == k for k in RESOLUTION_MM], [v[1] for v in RESOLUTION_MM.values()])
+    hv_all = m.module_hv.to_numpy()[mod]
+    meas = local_true + rng.normal(size=local_true.shape) * np.column_stack([sig_u, sig_v])
+    meas[:, 1] = np.clip(meas[:, 1], -hv_all, hv_all)
+    meas[noise] = local_true[noise]
+    rot = det.rotations[mod]
+    return det.centres[mod] + rot[:, :, 0] * meas[:, :1] + rot[:, :, 1] * meas[:, 1:2]
+
+
+def _order_along_path(particles: pd.DataFrame, pidx: np.ndarray, path: np.ndarray, n_noise: int):
+    """Each hit's rank along its particle's path and its particle's hit count (0 for
+    noise); sets the particles' ``nhits``."""
+    n_sig = len(pidx)
+    order = np.zeros(n_sig + n_noise, np.int64)
+    nh = np.zeros(n_sig + n_noise, np.int64)
+    if n_sig:
+        srt = np.lexsort((path, pidx))
+        counts = np.bincount(pidx, minlength=len(particles))
+        starts = np.cumsum(counts) - counts
+        order[srt] = np.arange(n_sig) - starts[pidx[srt]]
+        nh[:n_sig] = counts[pidx]
+        particles["nhits"] = counts
+    return order, nh
 
 
 _DEFAULT_DETECTOR: Detector | None = None
