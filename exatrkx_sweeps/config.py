@@ -29,7 +29,7 @@ from .models.interaction import AGGREGATIONS
 from .models.mlp import ACTIVATIONS
 from .registry import arguments, check_arguments
 from .stages import graph, neighbours, tracks
-from .stages.common import PRECISIONS
+from .stages.common import PRECISIONS, check_precision, resolve_device
 from .stages.gnn import TRAINING_KEYS
 
 __all__ = ["ConfigError", "plain", "schema", "validate"]
@@ -163,10 +163,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
         "train": {
             "precision": checks.choice(*PRECISIONS),
             "checkpointing": checks.boolean(),
-            "device": checks.Check(
-                lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
-                "auto, cpu or cuda[:N]",
-            ),
+            "device": checks.text(),  # resolved (and checked) by resolve_device below
             "threads": checks.optional(checks.integer(1)),
         },
         "tracking": {
@@ -220,6 +217,5 @@ def validate(cfg: Mapping) -> dict:
     ev = cfg.get("eval") or {}
     if ev.get("data") and ev["data"]["source"] == "trackml" and not ev["data"].get("path"):
         raise ConfigError("eval.data.path: eval.data=trackml needs the directory of the test events.")
-    if cfg["train"]["precision"] == "16-mixed" and cfg["train"]["device"] == "cpu":
-        raise ConfigError("train.precision=16-mixed: needs a CUDA device; use train.precision=bf16 on CPU.")
+    check_precision(cfg["train"]["precision"], resolve_device(cfg["train"]["device"]))
     return cfg

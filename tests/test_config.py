@@ -22,6 +22,9 @@ from .helpers import tiny_cfg
         (["graph.backend=annoy"], "graph.backend='annoy': must be one of auto, faiss, kdtree"),
         (["augment.hough=all"], "augment.hough='all': must be one of none, params, votes"),
         (["filter.truth=layer"], "filter.truth='layer': must be one of module, pid"),
+        (["train.device=gpu"], "train.device='gpu': must be auto, cpu or cuda[:N]"),
+        (["train.device=cuda"], "train.device=cuda: no CUDA device is visible"),
+        (["train.device=cpu", "train.precision=16-mixed"], "train.precision=16-mixed: needs a CUDA device"),
     ],
 )
 def test_bad_values_name_the_key_and_the_choices(overrides, message):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from exatrkx_sweeps.errors import ConfigError
 from exatrkx_sweeps.models.attention import AttentionGNN
 from exatrkx_sweeps.models.gcn import GCN
 from exatrkx_sweeps.models.interaction import InteractionGNN
@@ -90,7 +91,7 @@ def test_precisions():
     loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y)
     loss.backward()
     assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="16-mixed needs a CUDA device"):
+    with pytest.raises(ConfigError, match="16-mixed: needs a CUDA device"):
         check_precision("16-mixed", dev)
-    with pytest.raises(ValueError, match="train.precision must be one of"):
+    with pytest.raises(ConfigError, match="train.precision='8': must be one of 32, bf16, 16-mixed"):
         check_precision("8", dev)

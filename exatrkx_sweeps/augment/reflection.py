@@ -18,14 +18,6 @@ AXES = ("x", "y", "z")
 _GETA, _GPHI = 7, 8  # columns of the cell features
 
 
-def validate_axes(axes) -> tuple[str, ...]:
-    axes = tuple(axes or ())
-    bad = [a for a in axes if a not in AXES]
-    if bad:
-        raise ValueError(f"augment.reflect takes a list of {AXES}, got {bad}.")
-    return axes
-
-
 def reflect(data: Data, flip: dict[str, bool]) -> Data:
     """A copy of ``data`` with the axes marked True in ``flip`` reflected."""
     if not any(flip.values()):

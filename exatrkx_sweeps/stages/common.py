@@ -10,6 +10,7 @@ from torch_geometric.data import Data
 from ..augment import hough
 from ..data.features import CELL_SCALE, PAIR_FEATURES, pair_features
 from ..data.truth import label_edges
+from ..errors import ConfigError
 from ..metrics.edges import EdgeCounts
 
 PRECISIONS = ("32", "bf16", "16-mixed")
@@ -43,11 +44,12 @@ def n_edge_attributes(hough_mode: str) -> int:
 
 
 def check_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` if ``device`` can run it (ConfigError otherwise)."""
     precision = str(precision)
     if precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}.")
+        raise ConfigError(f"train.precision={precision!r}: must be one of {', '.join(PRECISIONS)}.")
     if precision == "16-mixed" and device.type != "cuda":
-        raise ValueError("train.precision=16-mixed needs a CUDA device; use train.precision=bf16 on CPU.")
+        raise ConfigError("train.precision=16-mixed: needs a CUDA device; use train.precision=bf16 on CPU.")
     return precision
 
 
@@ -64,13 +66,22 @@ def grad_scaler(precision: str, device: torch.device):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``train.device`` names (auto: CUDA when visible), ConfigError when it
+    is not a device name or not present."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto.")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"train.device must be auto, cpu or cuda[:N], got {name!r}.")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device={name!r}: must be auto, cpu or cuda[:N].")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name}: no CUDA device is visible; use train.device=cpu or auto.")
+    n_cuda = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= n_cuda:
+        raise ConfigError(f"train.device={name}: only {n_cuda} CUDA device(s) are visible.")
+    return device
 
 
 def count_edges(counts: EdgeCounts, data: Data, kept: torch.Tensor) -> EdgeCounts:
