@@ -63,6 +63,12 @@ def app(cfg: DictConfig):
         if multirun:
             return math.nan
         sys.exit(2)
+    if plain.get("study") and not multirun:
+        print(
+            f"warning: study={plain['study']} runs a study only with -m "
+            f"(python -m exatrkx_sweeps -m study={plain['study']}); this is one ordinary run.",
+            file=sys.stderr,
+        )
     sweep_dir = hc.sweep.dir if multirun else None
     tags = {"study": (plain.get("tracking") or {}).get("study") or "", "job": str(hc.job.get("num", 0))}
     if link is not None:

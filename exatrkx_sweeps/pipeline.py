@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -41,6 +41,9 @@ from .stages.embedding import Embedding
 from .stages.filtering import Filter
 from .stages.gnn import GNN
 from .stages.tracks import Tracks
+
+# what a fitted stage's cache entry holds ({"state", "fit"}); part of its key
+ENTRY_FORMAT = "state+fit"
 
 
 @dataclass
@@ -179,12 +182,14 @@ def fit_stages(
     fitted = []
     for i, stage in enumerate(chain):
         s = stage.settings(cfg)
-        fit_key = stage_key(stage.name, s.fit, [upstream], fingerprint(*stage.code(s)))
+        fit_key = stage_key(stage.name, s.fit, [upstream, ENTRY_FORMAT], fingerprint(*stage.code(s)))
         key = stage_key(stage.name, s.apply, [fit_key])
         state = None
         if stage.fits:
             with prof.measure(stage.name, "train"):
-                state = cache.get_or_build(stage.name, fit_key, partial(stage.fit, ctx, s, train, val))
+                entry = cache.get_or_build(stage.name, fit_key, partial(_fit, stage, ctx, s, train, val))
+            state = entry["state"]
+            report.metrics.update({f"fit_{k}_{stage.name}": float(v) for k, v in entry["fit"].items()})
         apply = stage.load(ctx, s, state)
         if any(later.fits for later in chain[i + 1 :]):
             with prof.measure(stage.name, "prepare"):
@@ -196,6 +201,22 @@ def fit_stages(
         fitted.append(Fitted(stage, apply, key))
         upstream = key
     return fitted
+
+
+def _fit(stage: Stage, ctx: RunContext, s, train: list[EventGraph], val: list[EventGraph]) -> dict:
+    """The cache entry of a fitted stage: its state, its training metrics (the last
+    epoch's value of each) and how long it trained, which a run reports as
+    ``fit_<name>_<stage>`` (``fit_time_s_gnn``) also when the stage comes from the cache."""
+    last: dict[str, float] = {}
+
+    def on_epoch(name: str, epoch: int, metrics: dict[str, float]) -> None:
+        last.update(metrics)
+        if ctx.on_epoch:
+            ctx.on_epoch(name, epoch, metrics)
+
+    t0 = time.perf_counter()
+    state = stage.fit(replace(ctx, on_epoch=on_epoch), s, train, val)
+    return {"state": state, "fit": {**last, "time_s": time.perf_counter() - t0}}
 
 
 def _outputs(cache: StageCache, name: str, key: str, apply: Applier, events: list[EventGraph]):

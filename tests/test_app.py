@@ -66,9 +66,9 @@ def _check_multirun(client: MlflowClient, experiment: str = "exatrkx"):
         history = client.get_metric_history(r.info.run_id, "gnn/loss")
         assert len(history) >= 2 and history[-1].step > history[0].step
         arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"config.yaml", "overrides.yaml", "metrics.json", "plots"} <= arts
+        assert {"config.yaml", "overrides.yaml", "metrics.json", "efficiency.json", "plots"} <= arts
         plots = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
-        assert "plots/efficiency_vs_pt.html" in plots
+        assert plots == {"plots/efficiency.html"}  # both figures on one offline page
     # the second job reused everything upstream of the GNN
     second = max(children, key=lambda r: r.info.start_time)
     assert second.data.tags["cache.embedding"] == "True" and second.data.tags["cache.gnn"] == "False"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch_geometric.data import Data
@@ -59,6 +60,21 @@ def autocast(precision: str, device: torch.device):
     if precision == "16-mixed":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
     return nullcontext()
+
+
+@contextmanager
+def saved_for_backward() -> Iterator[list[int]]:
+    """Count the bytes of the tensors autograd saves for the backward pass in the block
+    (``box[0]``): the activation memory that checkpointing and lower precision reduce,
+    measured exactly and independently of the allocator and of the process's history."""
+    box = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        box[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield box
 
 
 def grad_scaler(precision: str, device: torch.device):

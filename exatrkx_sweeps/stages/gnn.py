@@ -11,6 +11,8 @@ pruning). Applied, it keeps the edges scoring above ``tracks.edge_cut``.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 from torch_geometric.data import Data
@@ -28,6 +30,7 @@ from .common import (
     n_edge_attributes,
     n_node_inputs,
     node_inputs,
+    saved_for_backward,
     val_edge_metrics,
 )
 
@@ -48,7 +51,8 @@ class GNN(Stage):
                 "hough": aug["hough"],
                 "reflect": list(aug["reflect"]),
                 "edge_weighting": bool(aug["edge_weighting"]),
-                "edge_weight_p": float(aug["edge_weight_p"]),
+                # p shapes the weights only when weighting is on: off, any p is one model
+                "edge_weight_p": float(aug["edge_weight_p"]) if aug["edge_weighting"] else None,
                 "precision": str(train["precision"]),
                 "checkpointing": bool(train["checkpointing"]),
                 "seed": cfg["seed"],
@@ -72,6 +76,7 @@ class GNN(Stage):
         targets = [edge_targets(ev.data, ev.edges, s["truth"]) for ev in train]
         pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
         reflect = tuple(s["reflect"])
+        saved = 0  # largest activation memory of a step in the first epoch (bytes)
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total = 0.0
@@ -84,16 +89,18 @@ class GNN(Stage):
                 w = None
                 if s["edge_weighting"]:
                     w = edge_weights(data, edges, y.cpu(), s["edge_weight_p"]).to(device)
-                with autocast(precision, device):
-                    logits = forward(model, data, edges, s, device)
-                loss = loss_fn(logits, y, w, pos_weight)
+                with saved_for_backward() if epoch == 0 else nullcontext([0]) as box:
+                    with autocast(precision, device):
+                        logits = forward(model, data, edges, s, device)
+                    loss = loss_fn(logits, y, w, pos_weight)
+                saved = max(saved, box[0])
                 opt.zero_grad()
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 total += float(loss.detach())
             sched.step()
-            metrics = {"loss": total / max(len(train), 1)}
+            metrics = {"loss": total / max(len(train), 1), "saved_mb": saved / 2**20}
             if val:
                 metrics.update(validate(model, s, val, device))
             ctx.epoch_done(self.name, epoch, metrics)

@@ -55,14 +55,26 @@ def best(study) -> list:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
+def is_scan(study) -> bool:
+    return study.user_attrs.get("kind") == "scan"
+
+
 def summary(study, metrics: list[str], storage: str | None) -> dict[str, Any]:
-    front = best(study)
+    """The results file's content: a scan lists every finished point, a search its best
+    trial (one objective) or Pareto front (several)."""
     out: dict[str, Any] = {
         "study_name": study.study_name,
+        "kind": "scan" if is_scan(study) else "search",
         "storage": redact(str(storage or "default SQLite")),
-        "objectives": dict(zip(metrics, [d.name.lower() for d in study.directions], strict=True)),
         "n_trials": counts(study),
     }
+    if is_scan(study):
+        out["metrics"] = list(metrics)
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        out["points"] = [_trial_record(t, metrics) for t in sorted(done, key=lambda t: t.number)]
+        return out
+    out["objectives"] = dict(zip(metrics, [d.name.lower() for d in study.directions], strict=True))
+    front = best(study)
     key = "best_trial" if len(study.directions) == 1 else "pareto_front"
     records = [_trial_record(t, metrics) for t in front]
     out[key] = (records[0] if records else None) if key == "best_trial" else records
@@ -74,10 +86,11 @@ def _short(v: Any) -> str:
 
 
 def table(study, metrics: list[str]) -> str:
-    """Every trial: number, state, parameters, objective values (Pareto-optimal ones marked *)."""
+    """Every trial: number, state, parameters, objective values (a search's best or
+    Pareto-optimal ones marked *)."""
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    front = {t.number for t in best(study)}
+    front = set() if is_scan(study) else {t.number for t in best(study)}
     keys = sorted({k for t in trials for k in t.params})
     head = ["trial", "state", *keys, *metrics]
     rows = []
@@ -97,7 +110,10 @@ def table(study, metrics: list[str]) -> str:
 
     lines = [fmt(head), fmt(["-" * w for w in widths])]
     lines += [fmt(r) + (f"  {n}" if n else "") for r, n in rows]
-    tag = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
+    if is_scan(study):
+        tag = "a scan: every point once (no best trial)"
+    else:
+        tag = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
     return "\n".join([*lines, tag])
 
 

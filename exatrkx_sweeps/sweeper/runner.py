@@ -186,6 +186,10 @@ class Runner:
         self.study = study
         if created:
             study.set_user_attr("objectives", spec.metric_names)
+            study.set_user_attr("kind", spec.kind)
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(spec.metric_names)  # Optuna's dashboard names its axes
             if spec.description:
                 study.set_user_attr("description", spec.description)
         else:

@@ -3,6 +3,9 @@
 .. code-block:: yaml
 
     description: GNN depth at fixed everything else
+    kind: scan                   # scan: every point once, read as curves (no best trial);
+                                 # search: optimise (best trial / Pareto front). Default:
+                                 # search for a study file, scan for a command-line grid
     params:                      # the search space, in Hydra override syntax
       gnn.iterations: 2,4,6,8    # comma lists / choice() / range() / interval() / tag(log, ...)
     objectives:                  # run-report metric names, in order, with directions
@@ -41,8 +44,10 @@ from .space import Param, SpaceError, is_grid, parse
 
 PACKAGED = Path(__file__).resolve().parents[1] / "studies"
 DIRECTIONS = ("maximize", "minimize")
+KINDS = ("scan", "search")
 _KEYS = {
     "description",
+    "kind",
     "params",
     "objectives",
     "sampler",
@@ -80,6 +85,11 @@ class StudySpec:
     storage: str | None = None
     description: str = ""
     path: Path | None = None
+    kind: str = "search"
+
+    @property
+    def scan(self) -> bool:
+        return self.kind == "scan"
 
     @property
     def grid(self) -> bool:
@@ -194,11 +204,20 @@ def build(
         description=str(raw.get("description") or ""),
         path=path,
     )
+    # a command-line grid (-m a=1,2,3) reads as curves; a study file says what it is
+    spec.kind = str(raw.get("kind") or ("scan" if path is None and spec.grid else "search"))
     check(spec, where)
     return spec
 
 
 def check(spec: StudySpec, where: str = "") -> None:
+    if spec.kind not in KINDS:
+        raise StudyError(f"{where}kind={spec.kind}: one of {', '.join(KINDS)}.")
+    if spec.scan and not spec.grid:
+        raise StudyError(
+            f"{where}kind: scan runs every point once and needs a grid (lists or ranges); "
+            f"{', '.join(p.key for p in spec.params if not p.enumerable)} is an interval. Use kind: search."
+        )
     pname = spec.pruner["name"]
     if pname not in PRUNERS:
         raise StudyError(f"{where}pruner={pname}: one of {', '.join(PRUNERS)}.")

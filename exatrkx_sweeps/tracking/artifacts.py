@@ -1,6 +1,7 @@
 """What a finished pipeline run leaves in MLflow besides its params: metrics, tags and
-artifacts (resolved config, overrides, metrics JSON, the summary table, efficiency
-against pT and eta as Plotly HTML)."""
+artifacts (resolved config, overrides, metrics JSON, the summary table, the binned
+efficiency against pT and eta as ``efficiency.json`` and as a page of Plotly figures,
+``plots/efficiency.html``, that draws offline)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from ..dashboards.run import efficiency_figures
+from ..dashboards import page
+from ..dashboards.run import efficiency_curves, efficiency_figures
 from ..report import RunReport
 from .run import Run
 
@@ -33,9 +35,13 @@ def log_report(run: Run, report: RunReport, cfg: Mapping, overrides: list[str]) 
         (tmp / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
         (tmp / "metrics.json").write_text(json.dumps(report.metrics, indent=2, sort_keys=True))
         (tmp / "summary.txt").write_text(report.summary_table() + "\n")
+        curves = efficiency_curves(report.particles)
+        (tmp / "efficiency.json").write_text(json.dumps(curves))
         for p in tmp.iterdir():
             run.log_file(p)
-        for name, fig in efficiency_figures(report).items():
-            path = tmp / f"{name}.html"
-            fig.write_html(path, include_plotlyjs="cdn")
+        figs = efficiency_figures({"this run": curves})
+        if figs:
+            intro = f"<p class='note'>MLflow run {run.run_id}: technical efficiency on the test events.</p>"
+            sections = [(fig.layout.title.text, fig) for fig in figs.values()]
+            path = page.write(tmp / "plots" / "efficiency.html", "Efficiency", intro, sections)
             run.log_file(path, "plots")

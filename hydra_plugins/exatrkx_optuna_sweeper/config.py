@@ -22,6 +22,8 @@ class OptunaSweeperConf:
     max_failures: Any = None
     max_retry: Any = None
     objectives: Any = None  # e.g. {purity: maximize}; default: the study file's, else eff_tech_pt0.5
+    kind: Any = None  # scan (every point once, curves) or search; default: the study file's, else
+    # scan for a command-line grid
     n_jobs: Any = None  # trials launched together; null: the launcher's n_jobs, else 1
     seed: Any = None  # base of the per-trial sampler seed; default: the study file's sampler seed, else 0
     heartbeat_interval: float = 10.0  # s between heartbeats of a running trial

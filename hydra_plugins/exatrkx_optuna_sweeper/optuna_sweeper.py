@@ -26,7 +26,7 @@ from exatrkx_sweeps.sweeper.storage import StorageError, redact, resolve
 log = logging.getLogger("exatrkx_sweeps.sweeper")
 
 # keys of hydra.sweeper that override the study file's
-_STUDY_KEYS = ("study_name", "storage", "n_trials", "max_failures", "max_retry", "objectives")
+_STUDY_KEYS = ("study_name", "storage", "n_trials", "max_failures", "max_retry", "objectives", "kind")
 
 
 class SweepFailed(CompactHydraException):
@@ -114,11 +114,13 @@ class OptunaSweeper(Sweeper):
             job_overrides=lambda n: [f"hydra.sweeper.trial={n}", f"hydra.sweep.subdir=trial-{n}"],
             log=log.info,
         )
-        kind = "grid" if spec.grid else spec.sampler["name"]
-        log.info(
-            f"study {spec.name} ({kind}, {len(spec.params)} searched parameters, "
-            f"objectives {', '.join(f'{m} ({d})' for m, d in spec.objectives)}), storage {redact(url)}"
-        )
+        if spec.scan:
+            what = f"a scan of {len(spec.params)} parameters, metrics {', '.join(spec.metric_names)}"
+        else:
+            sampler = "grid" if spec.grid else spec.sampler["name"]
+            objectives = ", ".join(f"{m} ({d})" for m, d in spec.objectives)
+            what = f"{sampler}, {len(spec.params)} searched parameters, objectives {objectives}"
+        log.info(f"study {spec.name} ({what}), storage {redact(url)}")
         optuna_study = runner.open()
         bridge.write_context(sweep_dir, url, spec.name, spec.pruner)
         parent = None
@@ -146,6 +148,7 @@ class OptunaSweeper(Sweeper):
             )
             if parent is not None:
                 parent.finish(optuna_study, spec.metric_names, sweep_dir, path, table)
+                print("\n".join(parent.pointers(optuna_study)))
         if error is not None:
             raise error
         return None
