@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import pipeline
+from .composition import composition_error
 from .config import validate
-from .errors import ConfigError, TrackingError, one_line
+from .errors import ConfigError, Terminated, TrackingError, one_line, raise_terminated
+from .redaction import redact, redact_logs
 from .sweeper.bridge import TrialLink
 from .tracking.artifacts import log_report
 from .tracking.run import job_run
@@ -46,6 +49,7 @@ def _rewrite_argv(argv: list[str]) -> list[str]:
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def app(cfg: DictConfig):
     hc = HydraConfig.get()
+    _redact_saved_configs(hc)
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     log = logging.getLogger("exatrkx_sweeps")
@@ -57,7 +61,7 @@ def app(cfg: DictConfig):
         if (plain.get("tracking") or {}).get("enabled", True):
             check_reachable(uri)
     except (ConfigError, TrackingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         if link is not None:
             raise  # the sweeper records this trial FAIL with the message
         if multirun:
@@ -83,12 +87,17 @@ def app(cfg: DictConfig):
             report = pipeline.run(plain, callbacks, progress=True)
             if run:
                 log_report(run, report, plain, overrides)
+    except Terminated as exc:
+        print(f"error: {exc}; the run is marked KILLED", file=sys.stderr)
+        if link is not None:
+            raise  # the sweeper fails the trial and queues it again
+        sys.exit(143)
     except Exception as exc:
         if isinstance(exc, optuna.TrialPruned):
             print(f"trial {link.number if link else ''} pruned: {exc}", file=sys.stderr)
             raise  # the sweeper records PRUNED
         if isinstance(exc, _EXPECTED_ERRORS):
-            print(f"error: {one_line(exc)}", file=sys.stderr)
+            print(f"error: {redact(one_line(exc))}", file=sys.stderr)
         else:
             log.exception("run failed")
         if link is not None:
@@ -98,8 +107,23 @@ def app(cfg: DictConfig):
         sys.exit(1)
     print(report.summary_table())
     if run:
-        print(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {uri}")
+        print(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {redact(uri)}")
     return report.metrics
+
+
+def _redact_saved_configs(hc) -> None:
+    """Hydra saves the job's config, its own config and the overrides in the job's
+    output folder before the job starts; a URI with credentials there is rewritten with
+    them hidden (the job itself keeps the real value in memory)."""
+    if not hc.output_subdir:
+        return
+    folder = Path(hc.runtime.output_dir) / hc.output_subdir
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        path = folder / name
+        if path.is_file():
+            text = path.read_text()
+            if redact(text) != text:
+                path.write_text(redact(text))
 
 
 def _trial_link(log):
@@ -126,7 +150,15 @@ def _callbacks(run, link, cfg):
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    # SIGTERM (a SLURM time limit, a kill) ends runs as KILLED with the reason, like Ctrl-C
+    signal.signal(signal.SIGTERM, raise_terminated)
+    redact_logs()
+    argv = _rewrite_argv(sys.argv[1:])
+    bad = composition_error(argv)  # Hydra would say it in several lines, with its internals
+    if bad:
+        print(f"error: {redact(bad)}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
     app()
 
 

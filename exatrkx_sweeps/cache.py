@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -37,6 +38,8 @@ from typing import Any
 import torch
 
 from .locks import file_lock, is_locked
+
+log = logging.getLogger(__name__)
 
 
 def default_dir() -> Path:
@@ -54,42 +57,59 @@ def stage_key(kind: str, config: Any, upstream: list[str] | tuple[str, ...] = ()
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
+def write_checked(path: Path, value: Any) -> None:
+    """Save ``value`` (tensors and plain containers) to ``path`` with a SHA-256 sidecar
+    (``path.sha256``), each written atomically (temporary file + rename)."""
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    raw = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, data in ((path, raw), (_sidecar(path), hashlib.sha256(raw).hexdigest().encode())):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(target)
+
+
+def read_checked(path: Path, what: str) -> tuple[bool, Any]:
+    """(True, value) for a file written by :func:`write_checked` that passes its checksum
+    and holds only tensors and plain containers (read with ``weights_only=True``, so it
+    never runs code); (False, None) otherwise, with one warning line when the file is
+    there but fails (it is then rebuilt by the caller). ``what`` names it in the warning."""
+    checksum = _sidecar(path)
+    if not path.exists():
+        return False, None
+    raw = path.read_bytes()
+    if not checksum.exists() or hashlib.sha256(raw).hexdigest() != checksum.read_text().strip():
+        log.warning(
+            f"{what} ({path}) fails its checksum (damaged, or not written by exatrkx-sweeps): rebuilding it"
+        )
+        return False, None
+    try:
+        value = torch.load(io.BytesIO(raw), weights_only=True)
+    except Exception:
+        log.warning(
+            f"{what} ({path}) holds more than tensors and plain containers: rebuilding it, not loading it"
+        )
+        return False, None
+    os.utime(path)  # last use, for `clean --older-than`
+    return True, value
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name[: -len(path.suffix)] + ".sha256")
+
+
 class StageCache:
     def __init__(self, root: str | Path, enabled: bool = True):
         self.root = Path(root)
         self.enabled = enabled
         self.hits: dict[str, bool] = {}
 
-    def _paths(self, key: str) -> tuple[Path, Path, Path]:
-        d = self.root / "stages"
-        return d / f"{key}.pt", d / f"{key}.sha256", d / f"{key}.lock"
-
-    def _load(self, key: str) -> tuple[bool, Any]:
-        payload, checksum, _ = self._paths(key)
-        if not (payload.exists() and checksum.exists()):
-            return False, None
-        raw = payload.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != checksum.read_text().strip():
-            return False, None  # damaged: rebuild
-        try:
-            value = torch.load(io.BytesIO(raw), weights_only=True)
-        except Exception:  # not tensors and containers only: never unpickle it, rebuild
-            return False, None
-        os.utime(payload)  # last use, for `clean --older-than`
-        return True, value
-
-    def _store(self, key: str, value: Any) -> None:
-        payload, checksum, _ = self._paths(key)
-        buf = io.BytesIO()
-        torch.save(value, buf)
-        raw = buf.getvalue()
-        for path, data in ((payload, raw), (checksum, hashlib.sha256(raw).hexdigest().encode())):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
+    def _path(self, key: str) -> Path:
+        return self.root / "stages" / f"{key}.pt"
 
     def get_or_build(self, name: str, key: str, build: Callable[[], Any]) -> Any:
         """The cached value of ``key``, or ``build()`` stored under it. Records in
@@ -97,13 +117,14 @@ class StageCache:
         if not self.enabled:
             self.hits[name] = False
             return build()
-        ok, value = self._load(key)
+        path = self._path(key)
+        ok, value = read_checked(path, f"the cached {name}")
         if not ok:
-            with file_lock(self._paths(key)[2], remove=True):
-                ok, value = self._load(key)  # built by another worker while we waited
+            with file_lock(path.with_suffix(".lock"), remove=True):
+                ok, value = read_checked(path, f"the cached {name}")  # built meanwhile by another worker
                 if not ok:
                     value = build()
-                    self._store(key, value)
+                    write_checked(path, value)
         self.hits[name] = ok
         return value
 
@@ -127,7 +148,7 @@ def entries(root: Path) -> list[Entry]:
     out = []
     for payload in sorted((root / "stages").glob("*.pt")):
         key = payload.name[: -len(".pt")]
-        files = [payload, payload.with_suffix(".sha256")]
+        files = [payload, _sidecar(payload)]
         size = sum(p.stat().st_size for p in files if p.exists())
         out.append(Entry(key.rsplit("-", 1)[0], files, size, payload.stat().st_mtime))
     for d in sorted((root / "processed").glob("*")):

@@ -13,6 +13,7 @@ GNN architecture's settings from its constructor, so each is written once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -22,6 +23,7 @@ from .augment.hough import MODES as HOUGH_MODES
 from .augment.reflection import AXES
 from .data.dataset import SOURCES
 from .data.simulate import SimulationConfig
+from .data.trackml import TrackMLFormatError, list_events
 from .data.truth import TRAINING_TRUTH
 from .errors import ConfigError, one_line
 from .models import GNN_MODEL_INPUTS, GNN_MODELS
@@ -212,10 +214,39 @@ def validate(cfg: Mapping) -> dict:
         if key not in full:
             raise ConfigError(f"{key}: unknown top-level key; the config takes {', '.join(sorted(full))}.")
         _check(value, full[key], key)
-    if cfg["data"]["source"] == "trackml" and not cfg["data"].get("path"):
-        raise ConfigError("data.path: data=trackml needs the directory of your events (data.path=/dir).")
-    ev = cfg.get("eval") or {}
-    if ev.get("data") and ev["data"]["source"] == "trackml" and not ev["data"].get("path"):
-        raise ConfigError("eval.data.path: eval.data=trackml needs the directory of the test events.")
     check_precision(cfg["train"]["precision"], resolve_device(cfg["train"]["device"]))
+    _check_events(cfg)
     return cfg
+
+
+def _check_events(cfg: Mapping[str, Any]) -> None:
+    """The events a run asks for exist: training events, test events (of ``eval.data``
+    when given), and for TrackML data a directory that holds enough of them."""
+    data = cfg["data"]
+    test_key, test = (
+        ("eval.data", cfg["eval"]["data"]) if (cfg.get("eval") or {}).get("data") else ("data", data)
+    )
+    if data["n_train"] < 1:
+        raise ConfigError("data.n_train=0: the pipeline needs training events; give data.n_train >= 1.")
+    if test.get("n_test") == 0:
+        raise ConfigError(f"{test_key}.n_test=0: no test events; give {test_key}.n_test >= 1.")
+    for key, group, splits in (("data", data, ("train", "val", "test")), (test_key, test, ("test",))):
+        if group.get("detector") and not Path(group["detector"]).exists():
+            raise ConfigError(f"{key}.detector={group['detector']}: no such file.")
+        if group["source"] != "trackml":
+            continue
+        if not group.get("path"):
+            raise ConfigError(
+                f"{key}.path: {key}=trackml needs the directory of the events ({key}.path=/dir)."
+            )
+        try:
+            n = len(list_events(group["path"]))
+        except TrackMLFormatError as exc:
+            raise ConfigError(f"{key}.path={group['path']}: {one_line(exc).split(': ', 1)[-1]}") from None
+        asked = sum(int(group.get(f"n_{s}") or 0) for s in splits)
+        if asked > n or (key == "data" and test_key == "data" and group.get("n_test") is None and asked >= n):
+            raise ConfigError(
+                f"{key}.path={group['path']} holds {n} events; {key} asks for "
+                + "/".join(f"{group.get(f'n_{s}')}" for s in splits)
+                + f" {'/'.join(splits)} events: lower {', '.join(f'{key}.n_{s}' for s in splits)}."
+            )

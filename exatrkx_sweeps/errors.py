@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class ConfigError(ValueError):
     """A config key has a wrong type or an impossible value; the message names the key
@@ -10,6 +12,16 @@ class ConfigError(ValueError):
 
 class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used; the message says why and what to do."""
+
+
+class Terminated(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
+    """The process was asked to stop (SIGTERM: a SLURM time limit, a kill; or SIGINT);
+    raised by the handler the app installs, so that runs end KILLED with the reason."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """Signal handler: SIGTERM (or another signal) as :class:`Terminated`."""
+    raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
 
 def one_line(exc: BaseException, with_type: bool = False) -> str:

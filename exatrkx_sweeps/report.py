@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +11,45 @@ import numpy as np
 
 STAGES = ("embedding", "graph", "filter", "gnn", "tracks")
 EDGE_STAGES = ("embedding", "filter", "gnn")  # names of the edge metrics (graph after ...)
+
+# every metric a run reports (the README's table), as patterns
+_S, _E = "|".join(STAGES), "|".join(EDGE_STAGES)
+METRIC_PATTERNS = (
+    r"eff_(phys|tech)_pt(0\.1|0\.5|1)(_err)?",
+    r"n_particles_pt(0\.1|0\.5|1)",
+    r"(purity|duplicate_rate)(_err)?|fake_rate|trackml_score|candidates_per_event|hits_per_event",
+    rf"(edge_eff|edge_purity)_({_E})(_err)?|edges_per_(event|hit)_({_E})",
+    rf"time_(train|prepare)_(data|{_S})_s|time_infer_({_S})(_total)?_s|time_infer_total_s|time_total_s",
+    rf"(mem_peak|cuda_peak)_(train|prepare|infer)_(data|{_S})_mb",
+    rf"fit_\w+_({_S})",
+)
+_METRIC = re.compile("|".join(f"(?:{p})" for p in METRIC_PATTERNS))
+EXAMPLES = (
+    "eff_tech_pt0.5",
+    "eff_phys_pt0.5",
+    "purity",
+    "trackml_score",
+    "edge_eff_filter",
+    "time_infer_total_s",
+)
+# concrete names to suggest from when an objective is misspelled
+_COMMON = (
+    *(f"eff_{k}_pt{c}" for k in ("tech", "phys") for c in ("0.5", "0.1", "1")),
+    "purity", "fake_rate", "duplicate_rate", "trackml_score", "hits_per_event", "time_infer_total_s",
+    *(f"{m}_{s}" for m in ("edge_eff", "edge_purity", "edges_per_hit") for s in EDGE_STAGES),
+)  # fmt: skip
+
+
+def unknown_metric(names: list[str]) -> str | None:
+    """One line naming the first of ``names`` that a run never reports (with the closest
+    metric names), or None when a run reports them all."""
+    for name in names:
+        if not _METRIC.fullmatch(name):
+            close = difflib.get_close_matches(name, _COMMON, n=2, cutoff=0.4)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            examples = ", ".join(EXAMPLES)
+            return f"{name!r} is not a metric of a run; {hint}(e.g. {examples}; the README lists them all)"
+    return None
 
 
 @dataclass

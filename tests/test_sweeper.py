@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import collections
 import os
-import pwd
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +22,11 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from exatrkx_sweeps.redaction import redact
 from exatrkx_sweeps.sweeper import space, study
 from exatrkx_sweeps.sweeper.bridge import Reporter
 from exatrkx_sweeps.sweeper.runner import Outcome, Runner, judge
-from exatrkx_sweeps.sweeper.storage import StorageError, open_storage, redact, resolve
+from exatrkx_sweeps.sweeper.storage import StorageError, open_storage, resolve
 
 APP = Path(__file__).parent / "sweeper_app" / "app.py"
 
@@ -302,61 +299,6 @@ def test_two_parallel_workers_run_each_grid_point_once_sqlite(tmp_path):
 
 def test_two_parallel_workers_run_each_grid_point_once_journal(tmp_path):
     _two_workers_share_a_grid(Sweep(tmp_path, storage=f"journal:///{tmp_path}/optuna.log"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throw-away PostgreSQL server on a loopback port (skipped where none can start)."""
-    initdb = shutil.which("initdb") or next(
-        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None
-    )
-    if not initdb:
-        pytest.skip("PostgreSQL server binaries (initdb) are not installed")
-    bindir = Path(initdb).resolve().parent
-    root = Path(tempfile.mkdtemp(prefix="exatrkx-pg-", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and no postgres user to run the server")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -h 127.0.0.1"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_parallel_workers_run_each_grid_point_once_postgres(tmp_path, postgres_url):

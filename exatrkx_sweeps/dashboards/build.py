@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import one_line
-from ..sweeper.storage import redact
+from ..redaction import redact
 from ..tracking.store import client
 from . import page
 from .run import efficiency_figures
@@ -137,7 +137,9 @@ def intro(sr: StudyRuns, d: Definition) -> str:
         rows.append((key, _values(sr, key)))
     metrics = [m for m, _ in sr.objectives]
     table_rows = []
-    runs = sr.runs.sort_values([f"params.{p}" for p in sr.swept()]) if sr.swept() else sr.runs
+    swept_values = [sr.values(p) for p in sr.swept()]  # numbers sort as numbers
+    order = sorted(sr.runs.index, key=lambda i: tuple(v[i] for v in swept_values))
+    runs = sr.runs.loc[order]
     for _, r in runs.iterrows():
         cells = [r.run_id[:8]] + [r.get(f"params.{p}", "") for p in sr.swept()]
         cells += [f"{r.get(f'metrics.{m}', float('nan')):.4g}" for m in metrics]

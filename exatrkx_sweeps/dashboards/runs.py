@@ -82,7 +82,7 @@ def frame(mlflow: MlflowClient, experiment_id: str, filter_string: str) -> pd.Da
 
 def load(study: str, tracking_uri: str | None = None, experiment: str = "exatrkx") -> StudyRuns:
     """The finished runs of ``study`` in ``experiment``; DashboardError if there are none."""
-    uri = resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri, write=False)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise DashboardError(
             f"no MLflow store at {uri[len('sqlite:///') :]}: give the --tracking-uri your runs logged to."

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,12 +27,14 @@ import torch
 from torch_geometric.data import Data
 from tqdm import tqdm
 
-from ..cache import default_dir
+from ..cache import default_dir, read_checked, write_checked
 from ..fingerprint import fingerprint
 from . import features, noise, truth
 from .geometry import Detector
 from .simulate import SimulationConfig, default_detector, simulate_event
-from .trackml import Event, TrackMLFormatError, list_events, read_detectors, read_event
+from .trackml import Event, TrackMLFormatError, event_files, list_events, read_detectors, read_event
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("simulate", "trackml")
 SPLITS = ("train", "val", "test")
@@ -167,16 +169,16 @@ def split_event_ids(cfg: Mapping, available: list[int] | None = None) -> dict[st
     }
 
 
-def load_detector(cfg: Mapping) -> Detector:
-    """The data's detector: ``detector`` path, else ``path``/detectors.csv, else built-in."""
-    path = cfg.get("detector")
-    if path:
-        return read_detectors(path)
+def detector_file(cfg: Mapping) -> Path | None:
+    """The data's detectors file: ``detector``, else ``path``/detectors.csv[.gz], else
+    None (the built-in TrackML detector)."""
+    if cfg.get("detector"):
+        return Path(cfg["detector"])
     if cfg.get("source") == "trackml" and cfg.get("path"):
-        directory = Path(cfg["path"])
-        if any((directory / f"detectors{s}").exists() for s in (".csv", ".csv.gz")):
-            return read_detectors(directory)
-    return default_detector()
+        for name in ("detectors.csv", "detectors.csv.gz"):
+            if (Path(cfg["path"]) / name).exists():
+                return Path(cfg["path"]) / name
+    return None
 
 
 def _simulation_config(cfg: Mapping) -> SimulationConfig:
@@ -209,7 +211,8 @@ class EventStore:
                 "data.path: give the directory of your TrackML events (data=trackml data.path=/dir)."
             )
         self.progress = progress
-        self.detector = load_detector(self.cfg)
+        self.detector_file = detector_file(self.cfg)
+        self.detector = read_detectors(self.detector_file) if self.detector_file else default_detector()
         self.available = list_events(self.cfg["path"]) if self.source == "trackml" else None
         self.ids = split_event_ids(self.cfg, self.available)
         root = Path(cache_dir) if cache_dir else default_dir()
@@ -224,19 +227,30 @@ class EventStore:
             event = read_event(self.cfg["path"], event_id, cells=None, detector=self.detector)
         return process_event(event, self.detector, seed)
 
+    def inputs(self, event_id: int) -> dict[str, list[int]]:
+        """Identity of the files an event is processed from: size and modification time
+        of its TrackML files (and of a detectors file); none for simulated events, whose
+        settings and code are in the processing key."""
+        files = []
+        if self.source == "trackml":
+            files += [p for p in event_files(self.cfg["path"], event_id).values() if p is not None]
+        if self.detector_file is not None:
+            files.append(self.detector_file)
+        return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
     def event(self, event_id: int) -> Data:
+        """The processed event: from the cache when its checksum and input files match,
+        else processed (again) and cached, as tensors only."""
         path = self.dir / f"event{event_id:09d}.pt"
-        if path.exists():
-            try:
-                return torch.load(path, weights_only=False)
-            except Exception:  # a corrupt or partial file: rebuild it
-                path.unlink(missing_ok=True)
+        inputs = self.inputs(event_id)
+        ok, entry = read_checked(path, f"processed event {event_id}")
+        if ok and entry.get("inputs") == inputs:
+            return Data(**entry["event"])
+        if ok:
+            log.warning(f"processed event {event_id}: its input files changed since: processing it again")
         data = self._build(event_id)
         self.n_built += 1
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(data, tmp)
-        tmp.replace(path)
+        write_checked(path, {"event": data.to_dict(), "inputs": inputs})
         return data
 
     def split(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,10 +32,14 @@ CONTEXT_FILE = ".optuna_study.json"
 
 
 def write_context(sweep_dir: str | Path, storage: str | None, study_name: str, pruner: Mapping) -> None:
+    """The file through which jobs find their study. It holds the storage URL with its
+    credentials (a job must open the storage), so only its owner may read it (0600)."""
     d = Path(sweep_dir)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f"{CONTEXT_FILE}.tmp"
-    tmp.write_text(json.dumps({"storage": storage, "study_name": study_name, "pruner": dict(pruner)}))
+    tmp = d / f"{CONTEXT_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"storage": storage, "study_name": study_name, "pruner": dict(pruner)}, f)
     tmp.replace(d / CONTEXT_FILE)
 
 

@@ -20,21 +20,22 @@ from ..dashboards import page
 from ..dashboards.build import build
 from ..dashboards.runs import DashboardError
 from ..dashboards.study import optuna_figures
+from ..redaction import redact
 from ..tracking.run import Run, open_parent
 from ..tracking.store import resolve_uri
 from . import optuna_compat as compat
 from . import results
 from .runner import Judged
-from .storage import redact
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
 class StudyParent:
-    def __init__(self, run: Run, experiment: str, storage: str):
+    def __init__(self, run: Run, experiment: str, storage: str, study: optuna.Study):
         self.run = run
         self.experiment = experiment
         self.storage = storage
+        self.study = study
 
     @classmethod
     def open(cls, tr: Mapping, study: optuna.Study, sweep_dir: str | Path, storage: str) -> StudyParent:
@@ -56,12 +57,13 @@ class StudyParent:
         )
         if study.user_attrs.get(PARENT_ATTR) != run.run_id:
             study.set_user_attr(PARENT_ATTR, run.run_id)
-        return cls(run, experiment, storage)
+        return cls(run, experiment, storage, study)
 
-    def trial_finished(self, trial: optuna.Trial, judged: Judged) -> None:
-        """Tag the trial's MLflow run with the state and values Optuna recorded."""
+    def trial_finished(self, trial_id: int, judged: Judged) -> None:
+        """Tag the trial's MLflow run with the state and values Optuna recorded; a run its
+        job left RUNNING (the worker was killed) ends KILLED with the reason."""
         # the job set its run id in another process: read the storage's copy
-        run_id = compat.fresh(trial.study, compat.trial_id(trial)).user_attrs.get("mlflow_run_id")
+        run_id = compat.fresh(self.study, trial_id).user_attrs.get("mlflow_run_id")
         if not run_id:
             return
         tags = {"optuna.state": judged.state}
@@ -70,7 +72,11 @@ class StudyParent:
         if judged.reason:
             tags["optuna.reason"] = judged.reason[:5000]
         try:
-            Run(self.run.uri, run_id).set_tags(tags)
+            run = Run(self.run.uri, run_id)
+            run.set_tags(tags)
+            if judged.state == "FAIL" and run.client.get_run(run_id).info.status == "RUNNING":
+                run.set_tags({"status_reason": judged.reason[:250]})
+                run.finish("KILLED")
         except Exception:  # the job's run is gone (another store): nothing to tag
             pass
 

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from optuna.trial import TrialState
 
+from ..redaction import redact
 from .runner import REASON
-from .storage import redact
 
 
 def _retried(trials) -> set[int]:

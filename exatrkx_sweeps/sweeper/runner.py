@@ -48,7 +48,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import one_line
+from ..errors import Terminated, one_line
 from . import optuna_compat as compat
 from .space import grid_points, overrides_for
 from .storage import claim_lock, open_storage
@@ -135,7 +135,7 @@ class Runner:
         grace_period: float = 60.0,
         poll_interval: float = 1.0,
         job_overrides: Callable[[int], list[str]] | None = None,
-        on_finished: Callable[[Any, Judged], None] | None = None,
+        on_finished: Callable[[int, Judged], None] | None = None,
         log: Callable[[str], None] = print,
     ):
         self.spec = spec
@@ -302,6 +302,10 @@ class Runner:
             if not compat.fail(study, tid):
                 continue  # another worker got there first
             failed.append(t.number)
+            if self.on_finished:  # e.g. end the trial's MLflow run, which its dead job left RUNNING
+                self.on_finished(
+                    tid, Judged("FAIL", None, f"worker died: no heartbeat for {silent:.0f} s", {})
+                )
             self._retry(compat.fresh(study, tid), "worker died")
         return failed
 
@@ -348,7 +352,7 @@ class Runner:
         if judged.state == "FAIL":
             self.failures += 1
         if self.on_finished:
-            self.on_finished(trial, judged)
+            self.on_finished(tid, judged)
 
     # ----------------------------------------------------------------- loop --
     def run(self) -> None:
@@ -404,6 +408,11 @@ class Runner:
         except KeyboardInterrupt:
             for trial, _ in batch:
                 self._tell(trial, Judged("FAIL", None, "interrupted (KeyboardInterrupt)", {}))
+            raise
+        except Terminated as exc:  # a time limit or a kill: the trial is not at fault, run it again
+            for trial, _ in batch:
+                self._tell(trial, Judged("FAIL", None, str(exc), {}))
+                self._retry(compat.fresh(self.study, compat.trial_id(trial)), str(exc))
             raise
         except Exception as exc:  # the launcher lost its workers (a killed process, a lost node)
             for trial, _ in batch:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from ..errors import one_line
 from ..locks import file_lock
+from ..redaction import redact
 
 
 class StorageError(RuntimeError):
@@ -38,11 +38,6 @@ class StorageError(RuntimeError):
 def default_path() -> Path:
     env = os.environ.get("EXATRKX_OPTUNA_DB")
     return Path(env).expanduser().resolve() if env else Path.home() / ".exatrkx" / "optuna.db"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and results files."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def resolve(url: str | None) -> str:

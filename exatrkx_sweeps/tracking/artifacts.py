@@ -14,6 +14,7 @@ import yaml
 
 from ..dashboards import page
 from ..dashboards.run import efficiency_curves, efficiency_figures
+from ..redaction import redact_all
 from ..report import RunReport
 from .run import Run
 
@@ -31,8 +32,8 @@ def log_report(run: Run, report: RunReport, cfg: Mapping, overrides: list[str]) 
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-        (tmp / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(redact_all(dict(cfg)), sort_keys=False))
+        (tmp / "overrides.yaml").write_text(yaml.safe_dump(redact_all(list(overrides))))
         (tmp / "metrics.json").write_text(json.dumps(report.metrics, indent=2, sort_keys=True))
         (tmp / "summary.txt").write_text(report.summary_table() + "\n")
         curves = efficiency_curves(report.particles)

@@ -9,6 +9,7 @@ create a parent run or take an existing one up again.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy
+import psutil
 import torch
 from mlflow.entities import Metric, Param, RunTag
 
 from .. import __version__
+from ..errors import Terminated
+from ..redaction import redact
 from .store import check_reachable, client, experiment_id, resolve_uri
 
 PARENT_FILE = ".mlflow_parent_run"
@@ -90,7 +94,7 @@ class Run:
 
     # -- logging
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -116,7 +120,7 @@ class Run:
         self.client.set_terminated(self.run_id, status=status)
 
     def fail(self, error: BaseException | str) -> None:
-        msg = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        msg = redact(str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}")
         try:
             self.set_tags(
                 {"error": msg[:5000], "status_reason": msg.splitlines()[0][:250] if msg else "failed"}
@@ -160,6 +164,41 @@ def open_parent(
     return run
 
 
+def reap_orphans(uri: str, experiment: str) -> list[str]:
+    """End as KILLED the runs of this host still RUNNING whose process is gone (killed
+    outright, SIGKILL: nothing could close them). Parent runs are left to their sweeps."""
+    mlflow = client(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    host = platform.node()
+    running = mlflow.search_runs(
+        [exp.experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    )
+    reaped = []
+    for r in running:
+        pid = r.data.tags.get("pid")
+        if (
+            r.data.tags.get("role") == "parent"
+            or not (pid and pid.isdigit())
+            or _alive(int(pid), r.info.start_time)
+        ):
+            continue
+        reason = f"its process (pid {pid} on {host}) ended without closing the run: killed"
+        mlflow.log_batch(r.info.run_id, tags=[RunTag("status_reason", reason)])
+        mlflow.set_terminated(r.info.run_id, status="KILLED")
+        reaped.append(r.info.run_id)
+    return reaped
+
+
+def _alive(pid: int, started_ms: int) -> bool:
+    """Whether ``pid`` is the process that started a run at ``started_ms`` (not a reuse)."""
+    try:
+        return psutil.Process(pid).create_time() * 1000 <= started_ms + 1000
+    except psutil.Error:
+        return False
+
+
 @contextmanager
 def job_run(
     cfg: Mapping,
@@ -168,25 +207,29 @@ def job_run(
     stopped: tuple[type[BaseException], ...] = (),
 ) -> Iterator[Run | None]:
     """The MLflow run of one job: created before the pipeline starts (params logged),
-    FINISHED at the end, FAILED with its error if the block raises, KILLED if it raises
-    one of ``stopped`` (a trial stopped by its pruner: not an error). None when
-    ``tracking.enabled`` is false."""
+    FINISHED at the end, FAILED with its error if the block raises, KILLED with the
+    reason if it raises one of ``stopped`` (a trial stopped by its pruner) or the process
+    is terminated (:class:`~exatrkx_sweeps.errors.Terminated`). None when
+    ``tracking.enabled`` is false. Runs of this host orphaned by a killed process are
+    closed first."""
     tr = cfg.get("tracking") or {}
     if not tr.get("enabled", True):
         yield None
         return
+    uri, experiment = resolve_uri(tr.get("uri")), tr.get("experiment", "exatrkx")
+    reap_orphans(uri, experiment)
     run = Run.create(
-        resolve_uri(tr.get("uri")),
-        tr.get("experiment", "exatrkx"),
+        uri,
+        experiment,
         run_name=tr.get("run_name"),
         parent_id=parent_run_id(sweep_dir) if sweep_dir else None,
-        tags={**provenance_tags(), **(tags or {})},
+        tags={**provenance_tags(), "pid": str(os.getpid()), **(tags or {})},
     )
     run.log_params(flatten(cfg))
     try:
         yield run
-    except stopped as exc:
-        run.set_tags({"status_reason": str(exc)[:250] or "stopped"})
+    except (*stopped, Terminated, KeyboardInterrupt) as exc:
+        run.set_tags({"status_reason": redact(str(exc))[:250] or type(exc).__name__})
         run.finish("KILLED")
         raise
     except BaseException as exc:

@@ -8,29 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
-from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from exatrkx_sweeps.errors import TrackingError
+from exatrkx_sweeps.errors import Terminated, TrackingError, raise_terminated
+from exatrkx_sweeps.redaction import redact, redact_logs
+from exatrkx_sweeps.report import unknown_metric
 from exatrkx_sweeps.sweeper import bridge, results, study
 from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
-from exatrkx_sweeps.sweeper.storage import StorageError, redact, resolve
+from exatrkx_sweeps.sweeper.storage import StorageError, resolve
 
 log = logging.getLogger("exatrkx_sweeps.sweeper")
 
 # keys of hydra.sweeper that override the study file's
 _STUDY_KEYS = ("study_name", "storage", "n_trials", "max_failures", "max_retry", "objectives", "kind")
-
-
-class SweepFailed(CompactHydraException):
-    """Printed by Hydra as its message alone: one line that says what is wrong and what to do."""
 
 
 class OptunaSweeper(Sweeper):
@@ -90,18 +89,31 @@ class OptunaSweeper(Sweeper):
 
     # ----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        # SIGTERM (a SLURM time limit, a kill) fails the running trials and queues them again
+        signal.signal(signal.SIGTERM, raise_terminated)
+        redact_logs()  # Hydra's launcher logs every job's overrides, URIs included
         try:
             return self._sweep(arguments)
         except (study.StudyError, StorageError, SweepError, TrackingError) as exc:
-            raise SweepFailed(f"error: {exc}") from None
+            message = f"error: {exc}"
+        except Terminated as exc:
+            message = f"error: {exc}; the running trials are queued again for the next run"
+        # one line and a failing exit code (Hydra would add lines to an exception)
+        print(redact(message), file=sys.stderr)
+        sys.exit(1)
 
     def _sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
         cfg = self.config
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         spec = self._spec(list(arguments), sweep_dir)
+        if {"data", "gnn", "tracks"} <= set(cfg):  # the pipeline: its metric names are known
+            bad = unknown_metric(spec.metric_names)
+            if bad:
+                raise study.StudyError(f"objectives: {bad}.")
         url = resolve(spec.storage)
         tracking = _tracking_section(cfg)
+        _hide_secrets(cfg)
         runner = Runner(
             spec,
             self._launch,
@@ -134,6 +146,10 @@ class OptunaSweeper(Sweeper):
         error: BaseException | None = None
         try:
             runner.run()
+            n = results.counts(optuna_study)
+            if not n.get("COMPLETE") and n.get("FAIL"):
+                last = next((j.reason for _, j in reversed(runner.finished) if j.state == "FAIL"), "")
+                error = SweepError(f"no trial completed ({n['FAIL']} failed). Last error: {last}")
         except SweepError as exc:
             error = exc
         finally:
@@ -152,6 +168,17 @@ class OptunaSweeper(Sweeper):
         if error is not None:
             raise error
         return None
+
+
+def _hide_secrets(cfg: DictConfig) -> None:
+    """Credentials out of what Hydra saves for this sweep and its jobs (multirun.yaml,
+    each job's hydra.yaml): the storage URL and the recorded overrides. Jobs find the
+    storage in the sweep's context file (0600); their own overrides keep real values."""
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        if isinstance(cfg.hydra.sweeper.get("storage"), str):
+            cfg.hydra.sweeper.storage = redact(cfg.hydra.sweeper.storage)
+        for kind in ("hydra", "task"):
+            cfg.hydra.overrides[kind] = [redact(o) for o in cfg.hydra.overrides[kind]]
 
 
 def batch_size(n_jobs: Any, launcher: Any) -> int:
