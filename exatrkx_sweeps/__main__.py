@@ -20,19 +20,24 @@ import hydra
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import pipeline
 from .composition import composition_error
 from .config import validate
 from .errors import ConfigError, Terminated, TrackingError, one_line, raise_terminated
 from .redaction import redact, redact_logs
+from .sweeper import study
 from .sweeper.bridge import TrialLink
 from .tracking.artifacts import log_report
 from .tracking.run import job_run
 from .tracking.store import check_reachable, resolve_uri
 
 _CONF = Path(__file__).parent / "conf"
+# --help lists the study files (conf/hydra/help/exatrkx.yaml), the shipped ones and ./studies/
+OmegaConf.register_new_resolver(
+    "exatrkx_studies", lambda: ", ".join(study.available([Path.cwd() / "studies"]))
+)
 _EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)
 
 

@@ -159,6 +159,24 @@ def test_bad_override_one_line_no_run(tmp_path, override, needle):
         assert exp is None or not client.search_runs([exp.experiment_id])
 
 
+def test_help_shows_examples_studies_and_groups(tmp_path):
+    """--help is the project's page, not Hydra's generic one: examples, every study file
+    (the shipped ones and the user's ./studies/), the config groups, completion."""
+    from exatrkx_sweeps.sweeper import study
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "my_scan.yaml").write_text("params: {gnn.iterations: '4,6'}\n")
+    r = _app(["--help"], {}, tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "powered by Hydra" not in out
+    assert "python -m exatrkx_sweeps -m gnn.iterations=4,6,8" in out
+    (listed,) = [out.splitlines()[i + 1] for i, ln in enumerate(out.splitlines()) if "== Study files" in ln]
+    assert {n.strip() for n in listed.split(",")} == {*study.available(), "my_scan"}
+    assert "gnn: attention, common, gcn, interaction" in out and "data: sim_pu200" in out
+    assert "exatrkx-sweeps -sc install=bash" in out
+
+
 def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     """The configs ship inside the wheel: a fresh environment composes the default config."""
     wheels = tmp_path / "wheels"
@@ -169,10 +187,16 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
         timeout=300,
     )
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
-    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
+    # The dependencies come from the interpreter running the tests. Not through
+    # --system-site-packages: from inside a virtualenv that reaches the base
+    # interpreter's packages, not the virtualenv's. Listed directories' own .pth files
+    # (an editable install of the checkout) are not processed, so the wheel's copy is
+    # the only exatrkx_sweeps the fresh environment sees.
+    ours = [d for d in sys.path if d.endswith(("site-packages", "dist-packages")) and Path(d).is_dir()]
+    (site_dir,) = (venv / "lib").glob("python*/site-packages")
+    (site_dir / "test-dependencies.pth").write_text("\n".join(ours) + "\n")
     wheel = next(wheels.glob("*.whl"))
     subprocess.run(
         [str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
