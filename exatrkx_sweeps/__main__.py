@@ -30,7 +30,7 @@ from .redaction import redact, redact_logs
 from .sweeper import study
 from .sweeper.bridge import TrialLink
 from .tracking.artifacts import log_report
-from .tracking.run import job_run
+from .tracking.run import job_run, run_name
 from .tracking.store import check_reachable, resolve_uri
 
 _CONF = Path(__file__).parent / "conf"
@@ -82,8 +82,10 @@ def app(cfg: DictConfig):
     tags = {"study": (plain.get("tracking") or {}).get("study") or "", "job": str(hc.job.get("num", 0))}
     if link is not None:
         tags.update(study=link.study_name, trial=str(link.number))
-        plain.setdefault("tracking", {})
-        plain["tracking"]["run_name"] = plain["tracking"].get("run_name") or f"trial {link.number}"
+    plain.setdefault("tracking", {})
+    plain["tracking"]["run_name"] = plain["tracking"].get("run_name") or (
+        run_name(link.overrides.split(), link.number) if link else run_name(overrides)
+    )
     try:
         with job_run(plain, sweep_dir, tags, stopped=(optuna.TrialPruned,)) as run:
             callbacks = _callbacks(run, link, plain)
@@ -110,9 +112,10 @@ def app(cfg: DictConfig):
         if multirun:
             return math.nan  # another sweeper: marked FAILED in MLflow; the other jobs go on
         sys.exit(1)
-    print(report.summary_table())
+    # through logging: Hydra shows it on the terminal and keeps it in the job's log file
+    log.info("summary\n" + report.summary_table())
     if run:
-        print(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {redact(uri)}")
+        log.info(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {redact(uri)}")
     return report.metrics
 
 

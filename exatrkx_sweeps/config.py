@@ -174,6 +174,8 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "experiment": checks.text(),
             "run_name": checks.optional(checks.text()),
             "study": checks.optional(checks.text()),
+            "system_metrics": checks.boolean(),
+            "system_metrics_interval": checks.number(0.1),
         },
         "cache": {"enabled": checks.boolean(), "dir": checks.optional(checks.text())},
     }

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from tqdm import tqdm
 
 from .cache import StageCache, default_dir, stage_key
 from .config import plain
@@ -33,6 +32,7 @@ from .fingerprint import fingerprint
 from .metrics.edges import EdgeCounts
 from .metrics.tracks import TrackCounts
 from .profiling import Profiler
+from .progress import progress as show_progress
 from .report import RunReport
 from .stages import graph
 from .stages.base import Applier, EpochCallback, EventGraph, RunContext, Stage
@@ -239,7 +239,7 @@ def evaluate(
     graph-making stage and the track metrics of the candidates."""
     edges = {f.stage.edge_metrics: EdgeCounts() for f in fitted if f.stage.edge_metrics}
     tracks = TrackCounts(min_track_hits=int(cfg["tracks"]["min_track_hits"]))
-    for i, d in enumerate(tqdm(events, desc="test", unit="event", leave=False, disable=not progress)):
+    for i, d in enumerate(show_progress(events, "test", "event", enabled=progress)):
         ev = EventGraph(d)
         for f in fitted:
             with prof.measure(f.stage.name, "infer", events=1):

@@ -39,6 +39,13 @@ def _check_multirun(client: MlflowClient, experiment: str = "exatrkx"):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2, [(r.info.status, r.data.tags.get("error")) for r in runs]
     assert sorted(r.data.params["gnn.iterations"] for r in children) == ["2", "3"]
+    # runs are named after what they change, the parent after the grid; where a run is
+    # logged and cached is not a param (it would be an axis of MLflow's comparisons)
+    assert parent.info.run_name == "grid gnn.iterations=2,3"
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["trial 0: gnn.iterations=2", "trial 1: gnn.iterations=3"]
+    for r in children:
+        assert not [k for k in r.data.params if k.startswith(("tracking.", "cache.", "study"))]
     # a command-line grid is an Optuna study: children are tagged with its name and trial numbers
     assert sorted(r.data.tags["trial"] for r in children) == ["0", "1"]
     assert {r.data.tags["study"] for r in children} == {parent.data.tags["study"]}
@@ -94,14 +101,32 @@ def test_multirun_default_sqlite_store(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     r = _app(
-        ["-m", *TINY, "gnn.iterations=2,3", f"cache.dir={tmp_path / 'own_cache'}"],
+        [
+            "-m",
+            *TINY,
+            "gnn.iterations=2,3",
+            f"cache.dir={tmp_path / 'own_cache'}",
+            "tracking.system_metrics=true",
+            "tracking.system_metrics_interval=1",
+        ],
         {"EXATRKX_MLFLOW_DB": str(db)},
         work,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert db.exists()  # at the absolute path, not in Hydra's job directory
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for run in client.search_runs([client.get_experiment_by_name("exatrkx").experiment_id]):
+        if run.data.tags.get("role") != "parent":  # MLflow's system metrics, sampled each second
+            cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+            assert len(cpu) >= 2 and all(0 <= m.value <= 100 * os.cpu_count() for m in cpu)
+            assert "system/system_memory_usage_megabytes" in run.data.metrics
     assert "mlflow ui --backend-store-uri sqlite:///" in r.stdout
     assert "efficiency pT > 0.5 GeV" in r.stdout
+    # stderr is not a terminal: progress as a few plain lines, no bar redrawn with \r
+    assert "\r" not in r.stderr and "train gnn: " in r.stdout
+    # and each job's Hydra log file holds its progress and summary
+    logs = sorted(work.glob("multirun/*/*/*/__main__.log"))
+    assert len(logs) == 2 and all("efficiency pT > 0.5 GeV" in f.read_text() for f in logs)
     _check_multirun(MlflowClient(tracking_uri=f"sqlite:///{db}"))
 
 
@@ -370,7 +395,7 @@ def test_basic_sweeper_multirun_gets_its_parent_from_the_callback(tmp_path, shar
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = client.search_runs([client.get_experiment_by_name("exatrkx").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("role") == "parent"]
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "multirun sweep"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "grid gnn.iterations=2,3"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.params["gnn.iterations"] for r in children) == ["2", "3"]
     assert all(r.info.status == "FINISHED" and "eff_tech_pt0.5" in r.data.metrics for r in children)

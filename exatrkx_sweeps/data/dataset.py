@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from tqdm import tqdm
 
 from ..cache import default_dir, read_checked, write_checked
 from ..fingerprint import fingerprint
+from ..progress import progress
 from . import features, noise, truth
 from .geometry import Detector
 from .simulate import SimulationConfig, default_detector, simulate_event
@@ -263,7 +263,5 @@ class EventStore:
             self.cfg.get("noise_fraction", 1.0) if noise_fraction is None else noise_fraction
         )
         ids = self.ids[name]
-        it = ids
-        if self.progress and ids:
-            it = tqdm(ids, desc=f"data ({name})", unit="event", leave=False)
+        it = progress(ids, f"data ({name})", "event", enabled=self.progress and bool(ids))
         return [select(self.event(i), pt_cut, noise_fraction) for i in it]

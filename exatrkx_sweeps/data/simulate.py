@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
 from .. import checks
+from ..progress import progress as show_progress
 from .geometry import (
     X0_BE_MM,
     X0_SI_MM,
@@ -665,10 +665,7 @@ def simulate_dataset(
     directory.mkdir(parents=True, exist_ok=True)
     write_detectors(directory / ("detectors.csv.gz" if compress else "detectors.csv"), det)
     ids = list(range(first_event, first_event + n_events))
-    it = ids
-    if progress:
-        it = tqdm(ids, desc="simulate", unit="event")
-    for event_id in it:
+    for event_id in show_progress(ids, "simulate", "event", enabled=progress, leave=True):
         write_event(directory, simulate_event(cfg, seed, event_id, det), compress=compress)
     return ids
 

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from tqdm import tqdm
+
+from ..progress import progress
 
 # on_epoch(stage, epoch, metrics): training curves; a sweeper may raise from it to prune
 EpochCallback = Callable[[str, int, dict[str, float]], None]
@@ -89,10 +90,7 @@ class RunContext:
 
     def epochs(self, n_epochs: int, stage: str) -> Iterable[int]:
         """range(n_epochs), with a progress bar when the run shows progress."""
-        epochs = range(int(n_epochs))
-        if self.progress:
-            return tqdm(epochs, desc=f"train {stage}", unit="epoch", leave=False)
-        return epochs
+        return progress(range(int(n_epochs)), f"train {stage}", "epoch", enabled=self.progress)
 
     def epoch_done(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         if self.on_epoch is not None:

@@ -60,6 +60,8 @@ class TrialLink:
             )
         self.trial_id = compat.trial_id_of(self.study, self.number)
         self.trial = compat.handle(self.study, self.trial_id)
+        # what this trial sets, as the sweeper printed it (its run's name)
+        self.overrides = str(compat.fresh(self.study, self.trial_id).user_attrs.get("overrides", ""))
         self.pruning = self.pruner_spec.get("name", "none") != "none"
 
     @classmethod

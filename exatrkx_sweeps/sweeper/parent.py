@@ -45,7 +45,7 @@ class StudyParent:
             resolve_uri(tr.get("uri")),
             experiment,
             sweep_dir,
-            name=f"study {study.study_name}",
+            name=study.user_attrs.get("title") or study.study_name,
             tags={
                 "study": study.study_name,
                 "optuna_storage": redact(storage),

@@ -187,6 +187,7 @@ class Runner:
         if created:
             study.set_user_attr("objectives", spec.metric_names)
             study.set_user_attr("kind", spec.kind)
+            study.set_user_attr("title", spec.title or spec.name)
             with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(spec.metric_names)  # Optuna's dashboard names its axes
@@ -402,6 +403,7 @@ class Runner:
         for trial, values in batch:
             searched = overrides_for(self.spec.params, values)
             self.log(f"trial {trial.number}: {' '.join(searched) or '(no searched parameters)'}")
+            compat.set_user_attr(self.study, compat.trial_id(trial), "overrides", " ".join(searched))
             jobs.append([*self.spec.fixed, *searched, *self.job_overrides(trial.number)])
         try:
             outcomes = self.launch(jobs)

@@ -86,6 +86,7 @@ class StudySpec:
     description: str = ""
     path: Path | None = None
     kind: str = "search"
+    title: str = ""  # the MLflow parent run's name: the study file's, or the command-line grid
 
     @property
     def scan(self) -> bool:
@@ -206,6 +207,10 @@ def build(
     )
     # a command-line grid (-m a=1,2,3) reads as curves; a study file says what it is
     spec.kind = str(raw.get("kind") or ("scan" if path is None and spec.grid else "search"))
+    swept = {o.split("=", 1)[0]: o for o in cli_overrides or [] if o.split("=", 1)[0] in keys}.values()
+    spec.title = (
+        name if path or raw.get("study_name") else f"{'grid' if spec.grid else 'search'} {' '.join(swept)}"
+    )
     check(spec, where)
     return spec
 

@@ -8,13 +8,12 @@ study, shared by its workers and reruns) says so with a class attribute
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from .run import open_parent, parent_run_id
+from .run import open_parent, parent_run_id, run_name
 from .store import client, resolve_uri
 
 
@@ -32,6 +31,12 @@ def _tracking(config: DictConfig) -> dict:
     return OmegaConf.to_container(config.get("tracking") or {}, resolve=True)
 
 
+def _swept(overrides) -> list[str]:
+    """The sweep overrides of a multirun (``a=1,2``), which name its parent run."""
+    parser = OverridesParser.create()
+    return [o.input_line for o in parser.parse_overrides(list(overrides)) if o.is_sweep_override()]
+
+
 class ParentRunCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         tr = _tracking(config)
@@ -45,7 +50,7 @@ class ParentRunCallback(Callback):
             resolve_uri(tr.get("uri")),
             tr.get("experiment", "exatrkx"),
             sweep_dir,
-            name=study or f"multirun {Path(sweep_dir).name}",
+            name=study or f"grid {run_name(_swept(config.hydra.overrides.task))}",
             tags={"study": study or ""},
         )
 

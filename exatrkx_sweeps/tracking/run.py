@@ -42,6 +42,25 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# where a run is logged and cached, not what it computes: never params (they would be
+# axes in MLflow's comparisons and its parallel coordinates)
+BOOKKEEPING = ("tracking.", "cache.", "study")
+
+
+def run_params(cfg: Mapping) -> dict[str, str]:
+    """The run's settings as MLflow params: every key but the bookkeeping ones."""
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith(BOOKKEEPING)}
+
+
+def run_name(overrides: list[str], trial: int | None = None) -> str:
+    """A run's name from what it changed: ``gnn.iterations=6 filter.cut=0.1``, ``default``
+    for none, ``trial 3: ...`` for a trial (bookkeeping overrides left out)."""
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", *BOOKKEEPING))]
+    text = " ".join(shown) or "default"
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"trial {trial}: {text}" if trial is not None else text
+
+
 def provenance_tags() -> dict[str, str]:
     tags = {
         "python": platform.python_version(),
@@ -225,7 +244,8 @@ def job_run(
         parent_id=parent_run_id(sweep_dir) if sweep_dir else None,
         tags={**provenance_tags(), "pid": str(os.getpid()), **(tags or {})},
     )
-    run.log_params(flatten(cfg))
+    run.log_params(run_params(cfg))
+    monitor = _system_metrics(run, tr)
     try:
         yield run
     except (*stopped, Terminated, KeyboardInterrupt) as exc:
@@ -235,4 +255,23 @@ def job_run(
     except BaseException as exc:
         run.fail(exc)
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     run.finish()
+
+
+def _system_metrics(run: Run, tr: Mapping):
+    """MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) as time
+    series of the run when ``tracking.system_metrics`` is on, sampled every
+    ``tracking.system_metrics_interval`` seconds; None when off."""
+    if not tr.get("system_metrics"):
+        return None
+    # the monitor behind mlflow.start_run(log_system_metrics=True), for a run made by a client
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run.run_id, sampling_interval=float(tr.get("system_metrics_interval", 10)), tracking_uri=run.uri
+    )
+    monitor.start()
+    return monitor

@@ -1,0 +1,31 @@
+"""Progress reporting: a bar on a terminal, a few plain log lines elsewhere."""
+
+import logging
+
+from exatrkx_sweeps.progress import progress
+
+
+def test_off_a_terminal_progress_is_a_few_log_lines(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="exatrkx_sweeps.progress")
+    assert list(progress(range(7), "train gnn", "epoch")) == list(range(7))  # stderr is captured
+    (line,) = caplog.messages  # the interval (60 s) never passed: only the final line
+    assert line.startswith("train gnn: 7/7 epochs in ")
+    caplog.clear()
+    monkeypatch.setenv("EXATRKX_PROGRESS_EVERY", "0")
+    list(progress(range(3), "test", "event"))
+    assert [m.split(" in ")[0] for m in caplog.messages] == [f"test: {i}/3 events" for i in (1, 2, 3)]
+    assert "s left" in caplog.messages[0] and "s left" not in caplog.messages[-1]
+
+
+def test_disabled_progress_is_the_items_themselves(caplog):
+    caplog.set_level(logging.INFO)
+    items = [1, 2]
+    assert progress(items, "x", "event", enabled=False) is items and not caplog.messages
+
+
+def test_a_loop_left_early_says_where_it_stopped(caplog):
+    caplog.set_level(logging.INFO, logger="exatrkx_sweeps.progress")
+    for epoch in progress(range(10), "train gnn", "epoch"):
+        if epoch == 3:
+            break  # early stopping
+    assert caplog.messages[-1].startswith("train gnn: stopped after 4/10 epochs")
