@@ -26,10 +26,11 @@ from . import pipeline
 from .composition import composition_error
 from .config import validate
 from .errors import ConfigError, Terminated, TrackingError, one_line, raise_terminated
+from .export.bundle import save_stage
 from .redaction import redact, redact_logs
 from .sweeper import study
 from .sweeper.bridge import TrialLink
-from .tracking.artifacts import log_report
+from .tracking.artifacts import log_models, log_report
 from .tracking.run import job_run, run_name
 from .tracking.store import check_reachable, resolve_uri
 
@@ -88,12 +89,15 @@ def app(cfg: DictConfig):
     )
     try:
         with job_run(plain, sweep_dir, tags, stopped=(optuna.TrialPruned,)) as run:
-            callbacks = _callbacks(run, link, plain)
+            models = Path(hc.runtime.output_dir) / "models"
+            callbacks = _callbacks(run, link, plain, models)
             if run and link:
                 link.set_user_attr("mlflow_run_id", run.run_id)
             report = pipeline.run(plain, callbacks, progress=True)
             if run:
                 log_report(run, report, plain, overrides)
+                if plain["tracking"].get("log_models", True):
+                    log_models(run, models)
     except Terminated as exc:
         print(f"error: {exc}; the run is marked KILLED", file=sys.stderr)
         if link is not None:
@@ -143,18 +147,25 @@ def _trial_link(log):
         return None
 
 
-def _callbacks(run, link, cfg):
-    """Pipeline callbacks: MLflow training curves, and the trial's intermediate values."""
+def _callbacks(run, link, cfg, models: Path):
+    """Pipeline callbacks: MLflow training curves, the trial's intermediate values, and
+    every fitted stage saved into ``models`` (what export reads)."""
     reporter = link.reporter(cfg) if link is not None and link.pruning else None
+
+    def on_fitted(stage, settings, state):
+        save_stage(models, stage, settings, state)
+
     if reporter is None:
-        return pipeline.Callbacks(on_epoch=run.log_curve if run else None)
+        return pipeline.Callbacks(on_epoch=run.log_curve if run else None, on_fitted=on_fitted)
 
     def on_epoch(stage, epoch, metrics):
         if run:
             run.log_curve(stage, epoch, metrics)
         reporter.on_epoch(stage, epoch, metrics)
 
-    return pipeline.Callbacks(on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event)
+    return pipeline.Callbacks(
+        on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event, on_fitted=on_fitted
+    )
 
 
 def main() -> None:

@@ -175,6 +175,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "run_name": checks.optional(checks.text()),
             "study": checks.optional(checks.text()),
             "system_metrics": checks.boolean(),
+            "log_models": checks.boolean(),
             "system_metrics_interval": checks.number(0.1),
         },
         "cache": {"enabled": checks.boolean(), "dir": checks.optional(checks.text())},

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .profiling import Profiler
 from .progress import progress as show_progress
 from .report import RunReport
 from .stages import graph
-from .stages.base import Applier, EpochCallback, EventGraph, RunContext, Stage
+from .stages.base import Applier, EpochCallback, EventGraph, RunContext, Settings, Stage
 from .stages.common import check_precision, count_edges, resolve_device, val_edge_metrics
 from .stages.embedding import Embedding
 from .stages.filtering import Filter
@@ -53,6 +54,8 @@ class Callbacks:
     on_epoch: EpochCallback | None = None  # (stage, epoch, metrics) after every training epoch
     on_stage: Callable[[str, dict[str, float]], None] | None = None  # (stage, validation edge metrics)
     on_event: Callable[[int, dict[str, float]], None] | None = None  # (index, metrics) per test event
+    # (stage, its settings, its fitted state or None) once it is fitted or taken from the cache
+    on_fitted: Callable[[Stage, Settings, Any], None] | None = None
 
 
 def stages(cfg: Mapping) -> list[Stage]:
@@ -106,7 +109,7 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     prof = Profiler(device)
     with prof.measure("data", "prepare"):
         events = load_events(cfg, cache_root, progress)
-    fitted = fit_stages(ctx, cfg, events, cache, prof, report, callbacks.on_stage)
+    fitted = fit_stages(ctx, cfg, events, cache, prof, report, callbacks.on_stage, callbacks.on_fitted)
     edges, tracks = evaluate(fitted, events.test, prof, cfg, callbacks.on_event, progress)
 
     m = report.metrics
@@ -172,6 +175,7 @@ def fit_stages(
     prof: Profiler,
     report: RunReport,
     on_stage: Callable[[str, dict[str, float]], None] | None = None,
+    on_fitted: Callable[[Stage, Settings, Any], None] | None = None,
 ) -> list[Fitted]:
     """Fit every stage in order on what the stages before it made of the training and
     validation events; each fitted state and each output keyed and cached."""
@@ -190,6 +194,8 @@ def fit_stages(
                 entry = cache.get_or_build(stage.name, fit_key, partial(_fit, stage, ctx, s, train, val))
             state = entry["state"]
             report.metrics.update({f"fit_{k}_{stage.name}": float(v) for k, v in entry["fit"].items()})
+        if on_fitted:
+            on_fitted(stage, s, state)
         apply = stage.load(ctx, s, state)
         if any(later.fits for later in chain[i + 1 :]):
             with prof.measure(stage.name, "prepare"):

@@ -18,6 +18,7 @@ TINY = [
     "gnn.epochs=25",
     "gnn.hidden=32",
     "gnn.iterations=3",
+    "tracking.log_models=false",  # on in test_export.py, which checks it
 ]
 
 

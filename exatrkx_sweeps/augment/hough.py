@@ -17,6 +17,16 @@ import torch
 MODES = ("none", "params", "votes")
 N_PARAMS = 5  # kappa/10, sin phi0, cos phi0, theta/pi, z0/1000 (m)
 N_VOTES = 2
+# the features' columns, in order, as an exported model's manifest names them
+COLUMNS = {
+    "none": (),
+    "params": ("kappa (1/m) / 10", "sin phi0", "cos phi0", "theta / pi", "z0 / 1000 mm"),
+}
+COLUMNS["votes"] = (
+    *COLUMNS["params"],
+    "log votes of the (kappa, phi0) bin",
+    "log votes of the (theta, z0) bin",
+)
 KAPPA_RANGE_PER_M = 15.0
 Z0_RANGE_MM = 3000.0
 

@@ -19,6 +19,9 @@ NODE_FEATURES = ("r", "phi", "z")  # scaled: r / 1000 mm, phi / pi, z / 1000 mm
 CELL_FEATURES = ("cell_count", "cell_val", "leta", "lphi", "lx", "ly", "lz", "geta", "gphi")
 # Scales that bring each cell feature to order one for the networks.
 CELL_SCALE = (0.1, 1.0, 0.25, 1 / np.pi, 1.0, 0.1, 1.0, 0.25, 1 / np.pi)
+# the networks' node inputs as scaled, in order (an exported model's manifest names them)
+NODE_COLUMNS = ("r / 1000 mm", "phi / pi", "z / 1000 mm")
+CELL_COLUMNS = tuple(f"{name} x {scale:.4g}" for name, scale in zip(CELL_FEATURES, CELL_SCALE, strict=True))
 
 
 def node_features(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -76,6 +79,8 @@ def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None, detector: Dete
 
 
 PAIR_FEATURES = ("dr", "dphi", "dz", "deta", "phi_slope", "z0")
+# as scaled by pair_features, in order (an exported model's manifest names them)
+PAIR_COLUMNS = ("dr / 100 mm", "dphi x 10", "dz / 100 mm", "deta x 10", "dphi/dr (rad/m) / 5", "z0 / 1000 mm")
 
 
 def pair_features(pos: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,7 @@ class Stage(ABC):
     fits: ClassVar[bool] = True  # whether it has a state to fit (and cache)
     edge_metrics: ClassVar[str | None] = None  # edge metrics after it go under this name
     requires_embedding: ClassVar[bool] = False  # the embedding stage runs only for one that does
+    network_output: ClassVar[str] = ""  # what its network returns (an exported model's manifest)
 
     @abstractmethod
     def settings(self, cfg: Mapping[str, Any]) -> Settings: ...
@@ -116,6 +117,31 @@ class Stage(ABC):
 
     @abstractmethod
     def load(self, ctx: RunContext, s: Settings, state: dict[str, Any] | None) -> Applier: ...
+
+    # A stage with a trained network also says what it is, so that it can be exported
+    # (exatrkx_sweeps.export) and its applier run with an exported copy in its place.
+    def network(self, s: Settings, state: dict[str, Any]) -> torch.nn.Module | None:
+        """The trained network (CPU, eval mode); None for a stage without one."""
+        return None
+
+    def network_inputs(self, s: Settings) -> list[Input]:
+        """The network's inputs, in the order of its forward()."""
+        return []
+
+    def applier(self, ctx: RunContext, s: Settings, model: Callable[..., torch.Tensor]) -> Applier:
+        """The stage applied with ``model`` (the network, or anything called like it)."""
+        raise NotImplementedError(f"the {self.name} stage has no network")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One network input: its name, shape (``"nodes"`` / ``"edges"`` for the sizes that
+    vary from event to event), dtype, and what its columns are."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    columns: tuple[str, ...] = ()
 
 
 def state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

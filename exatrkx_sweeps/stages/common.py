@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Data
 
 from ..augment import hough
-from ..data.features import CELL_SCALE, PAIR_FEATURES, pair_features
+from ..data.features import CELL_COLUMNS, CELL_SCALE, NODE_COLUMNS, PAIR_COLUMNS, PAIR_FEATURES, pair_features
 from ..data.truth import label_edges
 from ..errors import ConfigError
 from ..metrics.edges import EdgeCounts
@@ -27,6 +27,16 @@ def node_inputs(data: Data, use_cells: bool, device: torch.device | str = "cpu")
 
 def n_node_inputs(use_cells: bool) -> int:
     return 3 + (len(CELL_SCALE) if use_cells else 0)
+
+
+def node_columns(use_cells: bool) -> tuple[str, ...]:
+    """What each column of :func:`node_inputs` is."""
+    return (*NODE_COLUMNS, *(CELL_COLUMNS if use_cells else ()))
+
+
+def edge_columns(hough_mode: str) -> tuple[str, ...]:
+    """What each column of :func:`edge_attributes` is."""
+    return (*PAIR_COLUMNS, *hough.COLUMNS[hough_mode])
 
 
 def edge_attributes(data: Data, edges: torch.Tensor, hough_mode: str, device) -> torch.Tensor:

@@ -16,8 +16,8 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..models.mlp import make_mlp
-from .base import EventGraph, RunContext, Settings, Stage, loaded, state_dict
-from .common import n_node_inputs, node_inputs, val_edge_metrics
+from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
+from .common import n_node_inputs, node_columns, node_inputs, val_edge_metrics
 from .neighbours import build_edges, radius_neighbours
 
 
@@ -36,6 +36,7 @@ class EmbeddingNet(nn.Module):
 
 class Embedding(Stage):
     name = "embedding"
+    network_output = "(nodes, embedding.out_dim) embedding; hits closer than embedding.radius are joined"
 
     def settings(self, cfg) -> Settings:
         e = dict(cfg["embedding"])
@@ -76,8 +77,15 @@ class Embedding(Stage):
         return state_dict(model)
 
     def load(self, ctx: RunContext, s: Settings, state):
-        model = loaded(build_model(s), state, ctx.device)
+        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
 
+    def network(self, s: Settings, state) -> EmbeddingNet:
+        return loaded(build_model(s), state, "cpu")
+
+    def network_inputs(self, s: Settings) -> list[Input]:
+        return [Input("x", ("nodes", n_node_inputs(s["use_cells"])), columns=node_columns(s["use_cells"]))]
+
+    def applier(self, ctx: RunContext, s: Settings, model):
         def apply(ev: EventGraph) -> EventGraph:
             return ev.replace(embedding=embed(model, ev.data, s["use_cells"], ctx.device))
 

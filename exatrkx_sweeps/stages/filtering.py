@@ -17,12 +17,21 @@ from torch_geometric.data import Data
 from ..augment.reflection import random_reflect
 from ..data.truth import edge_targets
 from ..models.mlp import make_mlp
-from .base import EventGraph, RunContext, Settings, Stage, loaded, state_dict
-from .common import edge_attributes, n_edge_attributes, n_node_inputs, node_inputs, val_edge_metrics
+from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
+from .common import (
+    edge_attributes,
+    edge_columns,
+    n_edge_attributes,
+    n_node_inputs,
+    node_columns,
+    node_inputs,
+    val_edge_metrics,
+)
 
 
 class Filter(Stage):
     name = "filter"
+    network_output = "(edges, 1) logit; an edge is kept where sigmoid(logit) > filter.cut"
     edge_metrics = "filter"
 
     def settings(self, cfg) -> Settings:
@@ -78,8 +87,18 @@ class Filter(Stage):
         return state_dict(model)
 
     def load(self, ctx: RunContext, s: Settings, state):
-        model = loaded(build_model(s), state, ctx.device)
+        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
 
+    def network(self, s: Settings, state) -> nn.Module:
+        return loaded(build_model(s), state, "cpu")
+
+    def network_inputs(self, s: Settings) -> list[Input]:
+        """One row per edge: both hits' node inputs, then the edge's attributes."""
+        nodes = node_columns(s["use_cells"])
+        columns = (*(f"src.{c}" for c in nodes), *(f"dst.{c}" for c in nodes), *edge_columns(s["hough"]))
+        return [Input("edge_inputs", ("edges", len(columns)), columns=columns)]
+
+    def applier(self, ctx: RunContext, s: Settings, model):
         def apply(ev: EventGraph) -> EventGraph:
             scores = score(model, ev, s, ctx.device)
             keep = scores > s["cut"]

@@ -22,13 +22,15 @@ from ..augment.weighting import edge_weights
 from ..data.truth import edge_targets
 from ..models import GNN_MODEL_INPUTS, GNN_MODELS
 from ..registry import check_arguments
-from .base import EventGraph, RunContext, Settings, Stage, loaded, state_dict
+from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
 from .common import (
     autocast,
     edge_attributes,
+    edge_columns,
     grad_scaler,
     n_edge_attributes,
     n_node_inputs,
+    node_columns,
     node_inputs,
     saved_for_backward,
     val_edge_metrics,
@@ -40,6 +42,7 @@ TRAINING_KEYS = ("model", "use_cells", "lr", "epochs", "pos_weight", "truth")
 
 class GNN(Stage):
     name = "gnn"
+    network_output = "(edges,) logit; an edge is kept where sigmoid(logit) > tracks.edge_cut"
     edge_metrics = "gnn"
 
     def settings(self, cfg) -> Settings:
@@ -107,8 +110,20 @@ class GNN(Stage):
         return state_dict(model)
 
     def load(self, ctx: RunContext, s: Settings, state):
-        model = loaded(build_model(s), state, ctx.device)
+        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
 
+    def network(self, s: Settings, state) -> nn.Module:
+        return loaded(build_model(s), state, "cpu")
+
+    def network_inputs(self, s: Settings) -> list[Input]:
+        nodes, edges = node_columns(s["use_cells"]), edge_columns(s["hough"])
+        return [
+            Input("x", ("nodes", len(nodes)), columns=nodes),
+            Input("edge_index", (2, "edges"), "int64", ("source hit", "target hit")),
+            Input("edge_attr", ("edges", len(edges)), columns=edges),
+        ]
+
+    def applier(self, ctx: RunContext, s: Settings, model):
         def apply(ev: EventGraph) -> EventGraph:
             scores = score(model, ev.data, ev.edges, s, ctx.device)
             keep = scores > s["edge_cut"]

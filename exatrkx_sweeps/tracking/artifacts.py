@@ -6,14 +6,24 @@ efficiency against pT and eta as ``efficiency.json`` and as a page of Plotly fig
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import torch
 import yaml
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from ..dashboards import page
 from ..dashboards.run import efficiency_curves, efficiency_figures
+from ..export.bundle import INDEX, load_bundle, networks
+from ..export.formats import example_inputs
 from ..redaction import redact_all
 from ..report import RunReport
 from .run import Run
@@ -46,3 +56,55 @@ def log_report(run: Run, report: RunReport, cfg: Mapping, overrides: list[str]) 
             sections = [(fig.layout.title.text, fig) for fig in figs.values()]
             path = page.write(tmp / "plots" / "efficiency.html", "Efficiency", intro, sections)
             run.log_file(path, "plots")
+
+
+def log_models(run: Run, models: Path) -> None:
+    """The run's trained stages: their files as the artifacts' ``models/`` (what
+    ``python -m exatrkx_sweeps.export RUN_ID`` reads), and each network as an MLflow
+    model (PyTorch flavour, saved by torch.export, with its signature and an input
+    example) whose source is this run, so the UI lists it and ``mlflow.pytorch.load_model``
+    gets it back."""
+    if not (models / INDEX).is_file():
+        return
+    run.client.log_artifacts(run.run_id, str(models), "models")
+    experiment = run.client.get_run(run.run_id).info.experiment_id
+    for name, (net, saved) in networks(load_bundle(models)).items():
+        inputs = saved.stage.network_inputs(saved.settings)
+        example = example_inputs(inputs, nodes=13, edges=29)
+        with torch.no_grad():
+            out = net(*example)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(i.dtype), _shape(i.shape), i.name) for i in inputs]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *out.shape[1:]), "output")]),
+        )
+        model = run.client.create_logged_model(experiment, name=name, source_run_id=run.run_id)
+        arrays = tuple(t.numpy() for t in example)
+        with _quiet_mlflow():
+            mlflow.set_tracking_uri(run.uri)  # where log_model writes
+            mlflow.pytorch.log_model(
+                net,
+                name=name,
+                signature=signature,
+                input_example=arrays[0] if len(arrays) == 1 else arrays,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                model_id=model.model_id,
+            )
+
+
+def _shape(shape: tuple) -> tuple[int, ...]:
+    return tuple(-1 if isinstance(d, str) else int(d) for d in shape)
+
+
+@contextmanager
+def _quiet_mlflow():
+    """MLflow explains at length, as warnings and log records, that it cannot serve a
+    multi-input PyTorch model through pyfunc; the model is saved all the same."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
