@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -168,7 +169,21 @@ def _callbacks(run, link, cfg, models: Path):
     )
 
 
+def _completed_study_name(argv: list[str]) -> bool:
+    """Bash completion of ``study=``: Hydra completes config groups and keys, and a study
+    file is neither; its query (``-sc query=bash``, the line in COMP_LINE) gets the names."""
+    line = os.environ.get("COMP_LINE", "")
+    word = "" if line.endswith(" ") else (line.split() or [""])[-1]
+    if argv != ["-sc", "query=bash"] or not word.startswith("study="):
+        return False
+    names = (f"study={n}" for n in study.available([Path.cwd() / "studies"]))
+    print(" ".join(n for n in names if n.startswith(word)))
+    return True
+
+
 def main() -> None:
+    if _completed_study_name(sys.argv[1:]):
+        return
     # SIGTERM (a SLURM time limit, a kill) ends runs as KILLED with the reason, like Ctrl-C
     signal.signal(signal.SIGTERM, raise_terminated)
     redact_logs()

@@ -41,7 +41,9 @@ from .stages.common import check_precision, count_edges, resolve_device, val_edg
 from .stages.embedding import Embedding
 from .stages.filtering import Filter
 from .stages.gnn import GNN
+from .stages.neighbours import resolve_backend as graph_backend
 from .stages.tracks import Tracks
+from .stages.tracks import resolve_backend as tracks_backend
 
 # what a fitted stage's cache entry holds ({"state", "fit"}); part of its key
 ENTRY_FORMAT = "state+fit"
@@ -120,6 +122,11 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     m["time_infer_total_s"] = sum(m.get(f"time_infer_{f.stage.name}_s", 0.0) for f in fitted)
     m["hits_per_event"] = float(np.mean([d.num_nodes for d in events.test]))
     report.info.update(events.info, device=str(device), hits_per_test_event=m["hits_per_event"])
+    # the neighbour search and connected components that ran (auto: GPU ones where usable)
+    report.info.update(
+        graph_backend=graph_backend(cfg["graph"]["backend"], device),
+        tracks_backend=tracks_backend(cfg["tracks"]["backend"]),
+    )
     report.cache_hits["data"] = events.processed == 0
     report.particles = tracks.particles()
     report.per_event["eff_tech_pt0.5"] = [float(x) for x in tracks.per_event_eff_tech[0.5]]

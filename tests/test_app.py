@@ -1,6 +1,7 @@
 """The study app end to end: python -m exatrkx_sweeps [-m] ..., logged to real MLflow stores."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from .helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
+_NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "outputs", "multirun")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,8 @@ def _check_multirun(client: MlflowClient, experiment: str = "exatrkx"):
         assert 0 < m["eff_tech_pt0.5"] <= 1
         assert r.data.tags["git_commit"] or True
         assert "cache.embedding" in r.data.tags and "torch" in r.data.tags
+        # the backends that ran: on CPU, auto is the KD-tree and scipy
+        assert (r.data.tags["graph_backend"], r.data.tags["tracks_backend"]) == ("kdtree", "scipy")
         history = client.get_metric_history(r.info.run_id, "gnn/loss")
         assert len(history) >= 2 and history[-1].step > history[0].step
         arts = {a.path for a in client.list_artifacts(r.info.run_id)}
@@ -202,11 +206,26 @@ def test_help_shows_examples_studies_and_groups(tmp_path):
     assert "exatrkx-sweeps -sc install=bash" in out
 
 
+def test_bash_completion_completes_study_names(tmp_path):
+    """What `eval "$(exatrkx-sweeps -sc install=bash)"` asks on <TAB>: keys come from
+    Hydra, study file names (shipped and ./studies/) from the app."""
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "gnn_mine.yaml").write_text("params: {gnn.iterations: '4,6'}\n")
+    r = _app(["-sc", "query=bash"], {"COMP_LINE": "exatrkx-sweeps -m study=gnn"}, tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.split()) == {"study=gnn_architecture", "study=gnn_depth", "study=gnn_mine"}
+    r = _app(["-sc", "query=bash"], {"COMP_LINE": "exatrkx-sweeps gnn.iterat"}, tmp_path, timeout=120)
+    assert r.stdout.split() == ["gnn.iterations="]  # everything else is Hydra's completion
+
+
 def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     """The configs ship inside the wheel: a fresh environment composes the default config."""
     wheels = tmp_path / "wheels"
+    # from a copy: setuptools reuses an in-tree build/ folder, stale files included
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(wheels)],
         check=True,
         capture_output=True,
         timeout=300,

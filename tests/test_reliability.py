@@ -313,8 +313,9 @@ def _start(args, tmp_path) -> subprocess.Popen:
         "EXATRKX_MLFLOW_DB": str(tmp_path / "m.db"),
         "EXATRKX_OPTUNA_DB": str(tmp_path / "o.db"),
         "EXATRKX_CACHE": str(tmp_path / "cache"),
+        "EXATRKX_PROGRESS_EVERY": "0",  # a progress line per epoch: the test sees the stage start
     }
-    # output to files: an unread pipe fills up with progress bars and blocks the child
+    # output to files: an unread pipe fills up and blocks the child
     out, err = open(tmp_path / "out.txt", "w"), open(tmp_path / "err.txt", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "exatrkx_sweeps", *args], cwd=tmp_path, env=env, stdout=out, stderr=err
@@ -324,8 +325,8 @@ def _start(args, tmp_path) -> subprocess.Popen:
 def _training(tmp_path: Path, stage: str):
     """The run, once `stage` is training (seen in its progress output: polling the
     database earlier would race the app's creation of it)."""
-    err = tmp_path / "err.txt"
-    if not (err.exists() and f"train {stage}" in err.read_text()):
+    out = tmp_path / "out.txt"  # progress goes through logging to stdout off a terminal
+    if not (out.exists() and f"train {stage}: 1/" in out.read_text()):
         return None
     runs = _runs(tmp_path / "m.db")
     return runs[0] if runs else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def write(net: torch.nn.Module, inputs: list[Input], fmt: str, path: Path) -> Pa
             dynamic = tuple(
                 {i: dims[d] for i, d in enumerate(inp.shape) if isinstance(d, str)} for inp in inputs
             )
-            with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            with contextlib.redirect_stdout(io.StringIO()), quiet("torch.onnx", "onnxscript", "onnx_ir"):
                 torch.onnx.export(
                     net,
                     example,
@@ -64,6 +65,23 @@ def write(net: torch.nn.Module, inputs: list[Input], fmt: str, path: Path) -> Pa
         else:
             raise ValueError(f"format {fmt!r}: one of {', '.join(FORMATS)}.")
     return path
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str):
+    """Other libraries' notes while exporting or logging a model (the ONNX exporter's
+    progress and skipped torchvision operators, MLflow's remarks on serving a
+    multi-input model): these loggers at ERROR, warnings off."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 class TorchScriptNetwork:

@@ -133,6 +133,19 @@ class Stage(ABC):
         raise NotImplementedError(f"the {self.name} stage has no network")
 
 
+class NetworkStage(Stage):
+    """A stage whose fitted state is the weights of the network ``build`` makes."""
+
+    @abstractmethod
+    def build(self, s: Settings) -> torch.nn.Module: ...
+
+    def load(self, ctx: RunContext, s: Settings, state: dict[str, Any] | None) -> Applier:
+        return self.applier(ctx, s, loaded(self.build(s), state, ctx.device))
+
+    def network(self, s: Settings, state: dict[str, Any]) -> torch.nn.Module:
+        return loaded(self.build(s), state, "cpu")
+
+
 @dataclass(frozen=True)
 class Input:
     """One network input: its name, shape (``"nodes"`` / ``"edges"`` for the sizes that

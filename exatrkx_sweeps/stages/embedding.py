@@ -16,7 +16,7 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..models.mlp import make_mlp
-from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
+from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import n_node_inputs, node_columns, node_inputs, val_edge_metrics
 from .neighbours import build_edges, radius_neighbours
 
@@ -34,7 +34,7 @@ class EmbeddingNet(nn.Module):
         return nn.functional.normalize(e, dim=-1) if self.normalize else e
 
 
-class Embedding(Stage):
+class Embedding(NetworkStage):
     name = "embedding"
     network_output = "(nodes, embedding.out_dim) embedding; hits closer than embedding.radius are joined"
 
@@ -76,11 +76,8 @@ class Embedding(Stage):
             ctx.epoch_done(self.name, epoch, metrics)
         return state_dict(model)
 
-    def load(self, ctx: RunContext, s: Settings, state):
-        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
-
-    def network(self, s: Settings, state) -> EmbeddingNet:
-        return loaded(build_model(s), state, "cpu")
+    def build(self, s: Settings):
+        return build_model(s)
 
     def network_inputs(self, s: Settings) -> list[Input]:
         return [Input("x", ("nodes", n_node_inputs(s["use_cells"])), columns=node_columns(s["use_cells"]))]

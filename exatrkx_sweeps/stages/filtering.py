@@ -17,7 +17,7 @@ from torch_geometric.data import Data
 from ..augment.reflection import random_reflect
 from ..data.truth import edge_targets
 from ..models.mlp import make_mlp
-from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
+from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import (
     edge_attributes,
     edge_columns,
@@ -29,7 +29,7 @@ from .common import (
 )
 
 
-class Filter(Stage):
+class Filter(NetworkStage):
     name = "filter"
     network_output = "(edges, 1) logit; an edge is kept where sigmoid(logit) > filter.cut"
     edge_metrics = "filter"
@@ -86,11 +86,8 @@ class Filter(Stage):
             ctx.epoch_done(self.name, epoch, metrics)
         return state_dict(model)
 
-    def load(self, ctx: RunContext, s: Settings, state):
-        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
-
-    def network(self, s: Settings, state) -> nn.Module:
-        return loaded(build_model(s), state, "cpu")
+    def build(self, s: Settings):
+        return build_model(s)
 
     def network_inputs(self, s: Settings) -> list[Input]:
         """One row per edge: both hits' node inputs, then the edge's attributes."""

@@ -22,7 +22,7 @@ from ..augment.weighting import edge_weights
 from ..data.truth import edge_targets
 from ..models import GNN_MODEL_INPUTS, GNN_MODELS
 from ..registry import check_arguments
-from .base import EventGraph, Input, RunContext, Settings, Stage, loaded, state_dict
+from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import (
     autocast,
     edge_attributes,
@@ -40,7 +40,7 @@ from .common import (
 TRAINING_KEYS = ("model", "use_cells", "lr", "epochs", "pos_weight", "truth")
 
 
-class GNN(Stage):
+class GNN(NetworkStage):
     name = "gnn"
     network_output = "(edges,) logit; an edge is kept where sigmoid(logit) > tracks.edge_cut"
     edge_metrics = "gnn"
@@ -109,11 +109,8 @@ class GNN(Stage):
             ctx.epoch_done(self.name, epoch, metrics)
         return state_dict(model)
 
-    def load(self, ctx: RunContext, s: Settings, state):
-        return self.applier(ctx, s, loaded(build_model(s), state, ctx.device))
-
-    def network(self, s: Settings, state) -> nn.Module:
-        return loaded(build_model(s), state, "cpu")
+    def build(self, s: Settings):
+        return build_model(s)
 
     def network_inputs(self, s: Settings) -> list[Input]:
         nodes, edges = node_columns(s["use_cells"]), edge_columns(s["hough"])

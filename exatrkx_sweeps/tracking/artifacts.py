@@ -6,11 +6,8 @@ efficiency against pT and eta as ``efficiency.json`` and as a page of Plotly fig
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
-import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -23,7 +20,7 @@ from mlflow.types import Schema, TensorSpec
 from ..dashboards import page
 from ..dashboards.run import efficiency_curves, efficiency_figures
 from ..export.bundle import INDEX, load_bundle, networks
-from ..export.formats import example_inputs
+from ..export.formats import example_inputs, quiet
 from ..redaction import redact_all
 from ..report import RunReport
 from .run import Run
@@ -34,6 +31,8 @@ def log_report(run: Run, report: RunReport, cfg: Mapping, overrides: list[str]) 
     run.set_tags(
         {
             "device": report.info.get("device"),
+            "graph_backend": report.info.get("graph_backend"),
+            "tracks_backend": report.info.get("tracks_backend"),
             "train_data": report.info.get("train_data"),
             "test_data": report.info.get("test_data"),
             "cache_hits": ",".join(k for k, v in report.cache_hits.items() if v) or "none",
@@ -79,7 +78,7 @@ def log_models(run: Run, models: Path) -> None:
         )
         model = run.client.create_logged_model(experiment, name=name, source_run_id=run.run_id)
         arrays = tuple(t.numpy() for t in example)
-        with _quiet_mlflow():
+        with quiet("mlflow"):
             mlflow.set_tracking_uri(run.uri)  # where log_model writes
             mlflow.pytorch.log_model(
                 net,
@@ -93,18 +92,3 @@ def log_models(run: Run, models: Path) -> None:
 
 def _shape(shape: tuple) -> tuple[int, ...]:
     return tuple(-1 if isinstance(d, str) else int(d) for d in shape)
-
-
-@contextmanager
-def _quiet_mlflow():
-    """MLflow explains at length, as warnings and log records, that it cannot serve a
-    multi-input PyTorch model through pyfunc; the model is saved all the same."""
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
