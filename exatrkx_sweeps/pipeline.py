@@ -122,9 +122,11 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     m["time_infer_total_s"] = sum(m.get(f"time_infer_{f.stage.name}_s", 0.0) for f in fitted)
     m["hits_per_event"] = float(np.mean([d.num_nodes for d in events.test]))
     report.info.update(events.info, device=str(device), hits_per_test_event=m["hits_per_event"])
-    # the neighbour search and connected components that ran (auto: GPU ones where usable)
+    # the neighbour search and connected components that ran (auto: GPU ones where usable);
+    # a module map searches no embedding
+    searched = any(f.stage.requires_embedding for f in fitted)
     report.info.update(
-        graph_backend=graph_backend(cfg["graph"]["backend"], device),
+        graph_backend=graph_backend(cfg["graph"]["backend"], device) if searched else "none",
         tracks_backend=tracks_backend(cfg["tracks"]["backend"]),
     )
     report.cache_hits["data"] = events.processed == 0

@@ -73,6 +73,7 @@ def test_module_map_graph(first_run):
     # tested with more events in test_graph.py); here the stage must run end to end
     assert report.metrics["edges_per_event_embedding"] > 0
     assert report.metrics["edge_eff_embedding"] > 0
+    assert report.info["graph_backend"] == "none"  # no embedding is searched
 
 
 def _edited(monkeypatch, module: str) -> None:
