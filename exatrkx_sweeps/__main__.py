@@ -18,29 +18,25 @@ import sys
 from pathlib import Path
 
 import hydra
-import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import pipeline
 from .composition import composition_error
 from .config import validate
-from .errors import ConfigError, Terminated, TrackingError, one_line, raise_terminated
-from .export.bundle import save_stage
+from .errors import ConfigError, TrackingError, one_line, raise_terminated
 from .redaction import redact, redact_logs
-from .sweeper import study
-from .sweeper.bridge import TrialLink
-from .tracking.artifacts import log_models, log_report
-from .tracking.run import job_run, run_name
 from .tracking.store import check_reachable, resolve_uri
 
 _CONF = Path(__file__).parent / "conf"
 # --help lists the study files (conf/hydra/help/exatrkx.yaml), the shipped ones and ./studies/
-OmegaConf.register_new_resolver(
-    "exatrkx_studies", lambda: ", ".join(study.available([Path.cwd() / "studies"]))
-)
-_EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)
+OmegaConf.register_new_resolver("exatrkx_studies", lambda: ", ".join(_study_names()))
+
+
+def _study_names() -> list[str]:
+    from .sweeper import study  # Optuna: only when the names are asked for
+
+    return study.available([Path.cwd() / "studies"])
 
 
 def _rewrite_argv(argv: list[str]) -> list[str]:
@@ -58,15 +54,16 @@ def app(cfg: DictConfig):
     hc = HydraConfig.get()
     _redact_saved_configs(hc)
     multirun = hc.mode == RunMode.MULTIRUN
-    overrides = list(hc.overrides.task)
     log = logging.getLogger("exatrkx_sweeps")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it loaded
     link = _trial_link(log) if multirun else None
     try:
         plain = validate(cfg)
         uri = resolve_uri((plain.get("tracking") or {}).get("uri"))
-        if (plain.get("tracking") or {}).get("enabled", True):
-            check_reachable(uri)
+        tracking = plain.get("tracking") or {}
+        if tracking.get("enabled", True):
+            # a single run fails at once; a job of a sweep waits for a restarting server
+            check_reachable(uri, wait=float(tracking.get("wait_s", 120)) if multirun else 0.0)
     except (ConfigError, TrackingError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         if link is not None:
@@ -80,48 +77,10 @@ def app(cfg: DictConfig):
             f"(python -m exatrkx_sweeps -m study={plain['study']}); this is one ordinary run.",
             file=sys.stderr,
         )
-    sweep_dir = hc.sweep.dir if multirun else None
-    tags = {"study": (plain.get("tracking") or {}).get("study") or "", "job": str(hc.job.get("num", 0))}
-    if link is not None:
-        tags.update(study=link.study_name, trial=str(link.number))
-    plain.setdefault("tracking", {})
-    plain["tracking"]["run_name"] = plain["tracking"].get("run_name") or (
-        run_name(link.overrides.split(), link.number) if link else run_name(overrides)
-    )
-    try:
-        with job_run(plain, sweep_dir, tags, stopped=(optuna.TrialPruned,)) as run:
-            models = Path(hc.runtime.output_dir) / "models"
-            callbacks = _callbacks(run, link, plain, models)
-            if run and link:
-                link.set_user_attr("mlflow_run_id", run.run_id)
-            report = pipeline.run(plain, callbacks, progress=True)
-            if run:
-                log_report(run, report, plain, overrides)
-                if plain["tracking"].get("log_models", True):
-                    log_models(run, models)
-    except Terminated as exc:
-        print(f"error: {exc}; the run is marked KILLED", file=sys.stderr)
-        if link is not None:
-            raise  # the sweeper fails the trial and queues it again
-        sys.exit(143)
-    except Exception as exc:
-        if isinstance(exc, optuna.TrialPruned):
-            print(f"trial {link.number if link else ''} pruned: {exc}", file=sys.stderr)
-            raise  # the sweeper records PRUNED
-        if isinstance(exc, _EXPECTED_ERRORS):
-            print(f"error: {redact(one_line(exc))}", file=sys.stderr)
-        else:
-            log.exception("run failed")
-        if link is not None:
-            raise  # the sweeper records FAIL with this error and goes on
-        if multirun:
-            return math.nan  # another sweeper: marked FAILED in MLflow; the other jobs go on
-        sys.exit(1)
-    # through logging: Hydra shows it on the terminal and keeps it in the job's log file
-    log.info("summary\n" + report.summary_table())
-    if run:
-        log.info(f"MLflow run {run.run_id}; open the UI with:  mlflow ui --backend-store-uri {redact(uri)}")
-    return report.metrics
+    # torch, torch_geometric and MLflow (4-5 s of imports) only once the config is known good
+    from .job import run_job
+
+    return run_job(plain, uri, link, hc)
 
 
 def _redact_saved_configs(hc) -> None:
@@ -141,32 +100,13 @@ def _redact_saved_configs(hc) -> None:
 
 def _trial_link(log):
     """The job's Optuna trial when the Optuna sweeper launched it (else None)."""
+    from .sweeper.bridge import TrialLink
+
     try:
         return TrialLink.from_hydra()
     except Exception as exc:  # pruning and trial attributes are lost, the run itself goes on
         log.warning(f"cannot reach this job's Optuna trial ({one_line(exc)}); running without pruning")
         return None
-
-
-def _callbacks(run, link, cfg, models: Path):
-    """Pipeline callbacks: MLflow training curves, the trial's intermediate values, and
-    every fitted stage saved into ``models`` (what export reads)."""
-    reporter = link.reporter(cfg) if link is not None and link.pruning else None
-
-    def on_fitted(stage, settings, state):
-        save_stage(models, stage, settings, state)
-
-    if reporter is None:
-        return pipeline.Callbacks(on_epoch=run.log_curve if run else None, on_fitted=on_fitted)
-
-    def on_epoch(stage, epoch, metrics):
-        if run:
-            run.log_curve(stage, epoch, metrics)
-        reporter.on_epoch(stage, epoch, metrics)
-
-    return pipeline.Callbacks(
-        on_epoch=on_epoch, on_stage=reporter.on_stage, on_event=reporter.on_event, on_fitted=on_fitted
-    )
 
 
 def _completed_study_name(argv: list[str]) -> bool:
@@ -176,7 +116,7 @@ def _completed_study_name(argv: list[str]) -> bool:
     word = "" if line.endswith(" ") else (line.split() or [""])[-1]
     if argv != ["-sc", "query=bash"] or not word.startswith("study="):
         return False
-    names = (f"study={n}" for n in study.available([Path.cwd() / "studies"]))
+    names = (f"study={n}" for n in _study_names())
     print(" ".join(n for n in names if n.startswith(word)))
     return True
 

@@ -4,10 +4,12 @@ Every key of every group is checked against :func:`schema`: an unknown key, a wr
 type or an impossible value raises one :class:`ConfigError` whose message names the
 key and what it accepts, e.g. ``gnn.iterations=0: must be an integer >= 1``.
 
-The allowed choices come from the modules that own them (activations from
-``models/mlp.py``, GNN architectures from their registry, backends, Hough modes and
-precisions from their stages), the simulation's keys from ``SimulationConfig``, and a
-GNN architecture's settings from its constructor, so each is written once.
+The allowed choices come from the packages that own them (activations and
+aggregations from ``models/``, GNN architectures from their registry, methods and
+backends from ``stages/``, Hough modes and axes from ``augment/``, devices and
+precisions from ``devices.py``), the simulation's keys from ``SimulationConfig``, and a
+GNN architecture's settings from its constructor, so each is written once. Nothing
+here imports torch: a config error comes back in about a second.
 """
 
 from __future__ import annotations
@@ -19,20 +21,15 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import checks
-from .augment.hough import MODES as HOUGH_MODES
-from .augment.reflection import AXES
-from .data.dataset import SOURCES
+from .augment import HOUGH_MODES, REFLECT_AXES
+from .data import SOURCES, TRAINING_TRUTH
 from .data.simulate import SimulationConfig
 from .data.trackml import TrackMLFormatError, list_events
-from .data.truth import TRAINING_TRUTH
+from .devices import PRECISIONS, check_device
 from .errors import ConfigError, one_line
-from .models import GNN_MODEL_INPUTS, GNN_MODELS
-from .models.interaction import AGGREGATIONS
-from .models.mlp import ACTIVATIONS
-from .registry import arguments, check_arguments
-from .stages import graph, neighbours, tracks
-from .stages.common import PRECISIONS, check_precision, resolve_device
-from .stages.gnn import TRAINING_KEYS
+from .models import ACTIVATIONS, AGGREGATIONS, GNN_MODEL_INPUTS, GNN_MODELS
+from .registry import check_arguments
+from .stages import GNN_TRAINING_KEYS, GRAPH_METHODS, NEIGHBOUR_BACKENDS, TRACK_BACKENDS
 
 __all__ = ["ConfigError", "plain", "schema", "validate"]
 
@@ -79,10 +76,9 @@ def _gnn(group: Mapping[str, Any]) -> Schema:
     """The gnn group's schema: the stage's training keys and the chosen model's settings."""
     if not isinstance(group, Mapping) or "model" not in group:
         raise ConfigError(f"gnn.model: missing; choose gnn={'|'.join(GNN_MODELS.names())}.")
-    cls = GNN_MODELS[group["model"]]
-    model_settings = {k: v for k, v in group.items() if k not in TRAINING_KEYS}
-    check_arguments(cls, model_settings, "gnn", f"gnn.model={group['model']}", fixed=GNN_MODEL_INPUTS)
-    settings = arguments(cls, GNN_MODEL_INPUTS)
+    settings = GNN_MODELS.arguments(group["model"], GNN_MODEL_INPUTS)
+    model_settings = {k: v for k, v in group.items() if k not in GNN_TRAINING_KEYS}
+    check_arguments(settings, model_settings, "gnn", f"gnn.model={group['model']}")
     return {
         "model": checks.choice(*GNN_MODELS.names()),
         "use_cells": checks.boolean(),
@@ -134,8 +130,8 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             knn=checks.integer(1),
         ),
         "graph": {
-            "method": checks.choice(*graph.METHODS),
-            "backend": checks.choice(*neighbours.BACKENDS),
+            "method": checks.choice(*GRAPH_METHODS),
+            "backend": checks.choice(*NEIGHBOUR_BACKENDS),
             "module_map_margin": checks.number(0),
         },
         "filter": _network(
@@ -152,20 +148,20 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
         "tracks": {
             "edge_cut": checks.FRACTION,
             "min_track_hits": checks.integer(1),
-            "backend": checks.choice(*tracks.BACKENDS),
+            "backend": checks.choice(*TRACK_BACKENDS),
             "resolve_junctions": checks.boolean(),
             "junction_rounds": checks.integer(0),
         },
         "augment": {
             "hough": checks.choice(*HOUGH_MODES),
-            "reflect": checks.subset(AXES),
+            "reflect": checks.subset(REFLECT_AXES),
             "edge_weighting": checks.boolean(),
             "edge_weight_p": checks.number(0),
         },
         "train": {
             "precision": checks.choice(*PRECISIONS),
             "checkpointing": checks.boolean(),
-            "device": checks.text(),  # resolved (and checked) by resolve_device below
+            "device": checks.text(),  # checked with the precision by check_device below
             "threads": checks.optional(checks.integer(1)),
         },
         "tracking": {
@@ -177,6 +173,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "system_metrics": checks.boolean(),
             "log_models": checks.boolean(),
             "system_metrics_interval": checks.number(0.1),
+            "wait_s": checks.number(0),
         },
         "cache": {"enabled": checks.boolean(), "dir": checks.optional(checks.text())},
     }
@@ -217,7 +214,7 @@ def validate(cfg: Mapping) -> dict:
         if key not in full:
             raise ConfigError(f"{key}: unknown top-level key; the config takes {', '.join(sorted(full))}.")
         _check(value, full[key], key)
-    check_precision(cfg["train"]["precision"], resolve_device(cfg["train"]["device"]))
+    check_device(cfg["train"]["device"], cfg["train"]["precision"])
     _check_events(cfg)
     return cfg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 
@@ -19,9 +20,45 @@ class Terminated(BaseException):  # noqa: N818  (a signal, like KeyboardInterrup
     raised by the handler the app installs, so that runs end KILLED with the reason."""
 
 
+class JobTerminated(RuntimeError):
+    """A sweep's job that runs in a process of its own (a SLURM job) was stopped: a time
+    limit or ``scancel``. It comes back to the sweeper as the job's error (a
+    :class:`Terminated` would end the process without a result), and the sweeper fails
+    the trial and queues it again."""
+
+
 def raise_terminated(signum, frame) -> None:
     """Signal handler: SIGTERM (or another signal) as :class:`Terminated`."""
     raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+
+def launched_job() -> str | None:
+    """The launcher that started this process as one job (``slurm``: submitit on SLURM),
+    or None when the job runs in the sweeper's or the user's own process."""
+    return os.environ.get("SUBMITIT_EXECUTOR") or None
+
+
+def for_sweeper(exc: Terminated) -> BaseException:
+    """What a stopped sweep job raises: :class:`JobTerminated` in a process of its own
+    (its result goes back to the sweeper, which runs the trial again), else ``exc`` (the
+    sweeper's own process is stopping: it queues its running trials again)."""
+    return JobTerminated(str(exc)) if launched_job() else exc
+
+
+def stop_on_job_signals() -> None:
+    """In a SLURM job: SIGTERM (``scancel``, the time limit) and submitit's warning signal
+    (SIGUSR2, ``signal_delay_s`` before the limit) end the job as :class:`Terminated`, so
+    that its MLflow run ends KILLED with the reason. submitit would ignore SIGTERM, and
+    on SIGUSR2 leave a job that is not checkpointable to be killed at the limit."""
+    if launched_job() != "slurm":
+        return
+    warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+    def near_limit(signum, frame):
+        raise Terminated(f"terminated by {signal.Signals(signum).name} (SLURM time limit near)")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(warning, near_limit)
 
 
 def one_line(exc: BaseException, with_type: bool = False) -> str:

@@ -1,15 +1,10 @@
-import os
-import pwd
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from . import servers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -45,100 +40,41 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EXATRKX_OPTUNA_DB", str(tmp_path / "user" / "optuna.db"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A throw-away PostgreSQL server on a loopback port (skipped where none can start)."""
-    initdb = shutil.which("initdb") or next(
-        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None
-    )
-    if not initdb:
-        pytest.fail(
-            "PostgreSQL server binaries (initdb) are not installed: .ci/run installs Debian's postgresql"
-        )
-    bindir = Path(initdb).resolve().parent
-    root = Path(tempfile.mkdtemp(prefix="exatrkx-pg-", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail(
-                "running as root and no postgres user to run the server (Debian's postgresql creates it)"
-            )
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -h 127.0.0.1"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    """A throw-away PostgreSQL server on a loopback port."""
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(root, ignore_errors=True)
+        with servers.postgres() as url:
+            yield url
+    except servers.Missing as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    """An MLflow server on a SQLite store; yields its URL."""
+    with servers.MlflowServer(tmp_path, f"sqlite:///{tmp_path / 'server.db'}") as server:
+        yield server.url
+
+
+@pytest.fixture
+def mlflow_pg_server(tmp_path, postgres_url):
+    """An MLflow server whose backend store is a fresh PostgreSQL database."""
+    (tmp_path / "mlflow-server").mkdir()
+    with servers.MlflowServer(tmp_path / "mlflow-server", servers.new_database(postgres_url)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real single-node SLURM cluster (slurmctld, slurmd, munge) on this machine."""
+    root = Path(tempfile.mkdtemp(prefix="exatrkx-slurm-", dir="/tmp"))
     try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
-        yield url
+        cluster = servers.SlurmCluster(root).start()
+    except servers.Missing as exc:
+        pytest.fail(str(exc))
+    try:
+        yield cluster
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -44,3 +44,27 @@ def test_the_simulation_dataclass_checks_itself_the_same_way():
 
     with pytest.raises(ValueError, match=r"simulation.mu=0: must be a number > 0"):
         SimulationConfig(mu=0)
+
+
+def test_model_settings_are_read_from_source_as_the_constructor_declares_them():
+    """Validation reads a shipped model's settings from its source (no torch import);
+    that reading must agree with the constructor itself, for every shipped model."""
+    from exatrkx_sweeps.registry import arguments
+
+    declared = GNN_MODELS._declared()
+    assert set(declared) == {"interaction", "attention", "gcn"}
+    for name in declared:
+        assert declared[name] == arguments(GNN_MODELS[name]), name
+
+
+def test_devices_are_told_without_torch_on_this_cpu_build():
+    from exatrkx_sweeps import devices
+
+    assert devices.cuda_devices_seen() == 0  # the CPU build of torch, on any machine
+    assert devices.check_device("auto", "bf16") == "cpu"
+    with pytest.raises(ConfigError, match="train.precision=16-mixed: needs a CUDA device"):
+        devices.check_device("auto", "16-mixed")
+    with pytest.raises(ConfigError, match="must be auto, cpu or cuda"):
+        devices.check_device("cpu:1", "32")
+    with pytest.raises(ConfigError, match="train.precision='8': must be one of 32, bf16, 16-mixed"):
+        devices.check_device("cpu", "8")

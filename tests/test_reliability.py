@@ -176,11 +176,18 @@ def test_bad_tracking_uris_are_one_line_before_any_run(tmp_path, uri, message):
         ),
         (["gnn.iterations=1.5"], "gnn.iterations=1.5: must be an integer >= 1"),
         (["train.device=cuda:0"], "train.device=cuda:0: no CUDA device is visible"),
+        (["train.device=gpu"], "train.device='gpu': must be auto, cpu or cuda[:N]"),
+        (["train.precision=16-mixed"], "train.precision=16-mixed: needs a CUDA device"),
     ],
 )
 def test_bad_inputs_are_one_line_before_any_run(tmp_path, overrides, message):
+    """... and before torch, torch_geometric or MLflow is imported (4-5 s here)."""
     args = [f"data@eval.data={o.split('=')[1]}" if o.startswith("eval.data=") else o for o in overrides]
-    r = _app([*TINY, *args], tmp_path, timeout=60)
+    r = _app([*TINY, *args], tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"}, timeout=60)
+    imports = [ln for ln in r.stderr.splitlines() if ln.startswith("import time:")]
+    imported = {ln.rsplit("|", 1)[1].strip() for ln in imports}
+    assert "exatrkx_sweeps.config" in imported and not imported & {"torch", "torch_geometric", "mlflow"}
+    r.stderr = "\n".join(ln for ln in r.stderr.splitlines() if not ln.startswith("import time:"))
     line = _one_line(r)
     assert r.returncode == 2 and message in line, line
     assert not (tmp_path / "m.db").exists()  # no MLflow run was created

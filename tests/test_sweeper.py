@@ -375,7 +375,7 @@ def test_a_sigkilled_workers_trial_is_failed_and_retried(tmp_path):
     sw = Sweep(tmp_path)
     args = ("x=range(0,6)", "hang_once=3", "sleep=0.3", "hydra.sweeper.study_name=k")
     first = sw.start(*args)
-    hung = sw.runs.with_suffix(".hung")
+    hung = sw.runs.with_suffix(".hung-3")
     deadline = time.time() + 120
     while not hung.exists() and time.time() < deadline:
         time.sleep(0.1)

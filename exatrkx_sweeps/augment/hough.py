@@ -14,7 +14,8 @@ import math
 
 import torch
 
-MODES = ("none", "params", "votes")
+from . import HOUGH_MODES as MODES
+
 N_PARAMS = 5  # kappa/10, sin phi0, cos phi0, theta/pi, z0/1000 (m)
 N_VOTES = 2
 # the features' columns, in order, as an exported model's manifest names them

@@ -14,7 +14,8 @@ import math
 import torch
 from torch_geometric.data import Data
 
-AXES = ("x", "y", "z")
+from . import REFLECT_AXES as AXES
+
 _GETA, _GPHI = 7, 8  # columns of the cell features
 
 

@@ -29,14 +29,13 @@ from torch_geometric.data import Data
 from ..cache import default_dir, read_checked, write_checked
 from ..fingerprint import fingerprint
 from ..progress import progress
-from . import features, noise, truth
+from . import SOURCES, features, noise, truth
 from .geometry import Detector
 from .simulate import SimulationConfig, default_detector, simulate_event
 from .trackml import Event, TrackMLFormatError, event_files, list_events, read_detectors, read_event
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("simulate", "trackml")
 SPLITS = ("train", "val", "test")
 _NODE_KEYS = (
     "x",

@@ -15,9 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# what a stage's `truth` key may name: the module-wise graph, or same-particle pairs
-TRAINING_TRUTH = ("module", "pid")
-
 
 def truth_edges(
     particle_id: np.ndarray,

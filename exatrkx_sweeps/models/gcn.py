@@ -14,7 +14,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
 from . import GNN_MODELS
-from .mlp import ACTIVATIONS, edge_mlp, make_mlp, run
+from .mlp import activation_module, edge_mlp, make_mlp, run
 
 
 @GNN_MODELS.register("gcn")
@@ -38,7 +38,7 @@ class GCN(nn.Module):
         self.norms = nn.ModuleList(
             nn.LayerNorm(hidden) if layer_norm else nn.Identity() for _ in range(iterations)
         )
-        self.act = ACTIVATIONS[activation]()
+        self.act = activation_module(activation)
         self.classifier = make_mlp(2 * hidden + edge_dim, hidden, out_dim=1, **mlp)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor | None = None):

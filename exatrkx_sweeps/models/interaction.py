@@ -14,10 +14,8 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from . import GNN_MODELS
+from . import AGGREGATIONS, GNN_MODELS
 from .mlp import edge_mlp, make_mlp, run
-
-AGGREGATIONS = ("sum", "max", "sum_max")
 
 
 def aggregate(e: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, how: str) -> torch.Tensor:

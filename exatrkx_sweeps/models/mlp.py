@@ -6,7 +6,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+from . import ACTIVATIONS
+
+
+def activation_module(name: str) -> nn.Module:
+    """A new ``nn`` module of activation ``name`` (a key of :data:`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}.")
+    return getattr(nn, ACTIVATIONS[name])()
 
 
 def make_mlp(
@@ -19,19 +26,18 @@ def make_mlp(
     output_activation: str | None = None,
 ) -> nn.Sequential:
     """in_dim -> [Linear, (LayerNorm), act] x n_layers -> Linear -> out_dim (-> output act)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+    activation_module(activation)  # a bad name fails before any layer is built
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(n_layers):
         layers.append(nn.Linear(width, hidden))
         if layer_norm:
             layers.append(nn.LayerNorm(hidden))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(activation_module(activation))
         width = hidden
     layers.append(nn.Linear(width, out_dim))
     if output_activation:
-        layers.append(ACTIVATIONS[output_activation]())
+        layers.append(activation_module(output_activation))
     return nn.Sequential(*layers)
 
 

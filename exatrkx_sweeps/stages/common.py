@@ -8,13 +8,12 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch_geometric.data import Data
 
+from .. import devices
 from ..augment import hough
 from ..data.features import CELL_COLUMNS, CELL_SCALE, NODE_COLUMNS, PAIR_COLUMNS, PAIR_FEATURES, pair_features
 from ..data.truth import label_edges
 from ..errors import ConfigError
 from ..metrics.edges import EdgeCounts
-
-PRECISIONS = ("32", "bf16", "16-mixed")
 
 
 def node_inputs(data: Data, use_cells: bool, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -56,12 +55,7 @@ def n_edge_attributes(hough_mode: str) -> int:
 
 def check_precision(precision: str, device: torch.device) -> str:
     """``train.precision`` if ``device`` can run it (ConfigError otherwise)."""
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision={precision!r}: must be one of {', '.join(PRECISIONS)}.")
-    if precision == "16-mixed" and device.type != "cuda":
-        raise ConfigError("train.precision=16-mixed: needs a CUDA device; use train.precision=bf16 on CPU.")
-    return precision
+    return devices.check_precision(precision, device.type)
 
 
 def autocast(precision: str, device: torch.device):
@@ -92,22 +86,17 @@ def grad_scaler(precision: str, device: torch.device):
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device ``train.device`` names (auto: CUDA when visible), ConfigError when it
-    is not a device name or not present."""
-    if name == "auto":
+    """The device ``train.device`` names (auto: CUDA when visible), asked of torch itself;
+    ConfigError when it is not a device name or not present."""
+    kind, index = devices.parse_device(name)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device={name!r}: must be auto, cpu or cuda[:N].")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name}: no CUDA device is visible; use train.device=cpu or auto.")
-    n_cuda = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and (device.index or 0) >= n_cuda:
+    n_cuda = torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and (index or 0) >= n_cuda:
         raise ConfigError(f"train.device={name}: only {n_cuda} CUDA device(s) are visible.")
-    return device
+    return torch.device(name)
 
 
 def count_edges(counts: EdgeCounts, data: Data, kept: torch.Tensor) -> EdgeCounts:

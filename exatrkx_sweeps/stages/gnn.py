@@ -22,6 +22,7 @@ from ..augment.weighting import edge_weights
 from ..data.truth import edge_targets
 from ..models import GNN_MODEL_INPUTS, GNN_MODELS
 from ..registry import check_arguments
+from . import GNN_TRAINING_KEYS
 from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import (
     autocast,
@@ -36,9 +37,6 @@ from .common import (
     val_edge_metrics,
 )
 
-# the gnn group's keys that the stage uses itself; the others are the model's settings
-TRAINING_KEYS = ("model", "use_cells", "lr", "epochs", "pos_weight", "truth")
-
 
 class GNN(NetworkStage):
     name = "gnn"
@@ -49,8 +47,8 @@ class GNN(NetworkStage):
         aug, train = cfg["augment"], cfg["train"]
         return Settings(
             fit={
-                **{k: v for k, v in cfg["gnn"].items() if k in TRAINING_KEYS},
-                "model_settings": {k: v for k, v in cfg["gnn"].items() if k not in TRAINING_KEYS},
+                **{k: v for k, v in cfg["gnn"].items() if k in GNN_TRAINING_KEYS},
+                "model_settings": {k: v for k, v in cfg["gnn"].items() if k not in GNN_TRAINING_KEYS},
                 "hough": aug["hough"],
                 "reflect": list(aug["reflect"]),
                 "edge_weighting": bool(aug["edge_weighting"]),
@@ -133,7 +131,8 @@ def build_model(s: Settings, checkpointing: bool = False) -> nn.Module:
     """The configured architecture; a setting it does not take is one ConfigError."""
     cls = GNN_MODELS[s["model"]]
     kwargs = dict(s["model_settings"])
-    check_arguments(cls, kwargs, "gnn", f"gnn.model={s['model']}", fixed=GNN_MODEL_INPUTS)
+    accepted = GNN_MODELS.arguments(s["model"], GNN_MODEL_INPUTS)
+    check_arguments(accepted, kwargs, "gnn", f"gnn.model={s['model']}")
     return cls(
         node_dim=n_node_inputs(s["use_cells"]),
         edge_dim=n_edge_attributes(s["hough"]),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from . import GRAPH_METHODS
 from .base import EventGraph, RunContext, Settings, Stage
 from .neighbours import build_edges, orient_and_clean
 
@@ -66,7 +67,7 @@ class ModuleMapGraph(Stage):
         return apply
 
 
-METHODS: dict[str, type[Stage]] = {"radius": RadiusGraph, "module_map": ModuleMapGraph}
+METHODS: dict[str, type[Stage]] = dict(zip(GRAPH_METHODS, (RadiusGraph, ModuleMapGraph), strict=True))
 
 
 def from_config(cfg) -> Stage:

@@ -21,7 +21,7 @@ try:
 except ImportError:  # faiss is optional: the KD-tree and torch backends always work
     faiss = None
 
-BACKENDS = ("auto", "faiss", "kdtree", "torch", "faiss_gpu")
+from . import NEIGHBOUR_BACKENDS as BACKENDS
 
 
 def available_backends() -> list[str]:

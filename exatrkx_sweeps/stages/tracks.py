@@ -24,7 +24,7 @@ try:  # the optional GPU backend (RAPIDS)
 except ImportError:
     cudf = cugraph = None
 
-BACKENDS = ("auto", "scipy", "cugraph")
+from . import TRACK_BACKENDS as BACKENDS
 
 
 class Tracks(Stage):

@@ -13,7 +13,8 @@ other processes or on other nodes agree):
     finish     the job's metrics (or error) come back through the launcher: COMPLETE with
                the objectives, FAIL with the reason, or PRUNED
     retry      a RUNNING trial silent for grace_period is failed by whichever worker sees
-               it, and queued again with the same values (up to max_retry)
+               it, and queued again with the same values (up to max_retry); so is a
+               trial whose own job was stopped (a SLURM time limit, scancel)
 
 How the promises are kept:
 
@@ -48,7 +49,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import Terminated, one_line
+from ..errors import JobTerminated, Terminated, one_line
 from . import optuna_compat as compat
 from .space import grid_points, overrides_for
 from .storage import claim_lock, open_storage
@@ -427,6 +428,8 @@ class Runner:
         for (trial, _), outcome in zip(batch, outcomes, strict=True):
             judged = judge(outcome, self.spec.metric_names)
             self._tell(trial, judged)
+            if isinstance(outcome.error, JobTerminated):  # its SLURM job was stopped: run it again
+                self._retry(compat.fresh(self.study, compat.trial_id(trial)), str(outcome.error))
             fatal = fatal or (judged.reason if judged.fatal else None)
             value = (
                 ", ".join(f"{m}={v:.4g}" for m, v in zip(self.spec.metric_names, judged.values, strict=True))

@@ -4,6 +4,9 @@ One parent run per multirun; jobs become its children (they find its id in the s
 directory). A sweeper that keeps parent runs itself (the Optuna sweeper keeps one per
 study, shared by its workers and reruns) says so with a class attribute
 ``owns_parent_run = True``; the callback then leaves the multirun to it.
+
+Hydra builds its callbacks before the app validates the config, so MLflow and torch
+(what ``run.py`` imports) are imported only when a multirun starts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from .run import open_parent, parent_run_id, run_name
 from .store import client, resolve_uri
 
 
@@ -39,6 +41,8 @@ def _swept(overrides) -> list[str]:
 
 class ParentRunCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from .run import open_parent, parent_run_id, run_name
+
         tr = _tracking(config)
         if not tr.get("enabled", True) or _sweeper_owns_parent(config):
             return
@@ -55,6 +59,8 @@ class ParentRunCallback(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from .run import parent_run_id
+
         if _sweeper_owns_parent(config):
             return
         run_id = parent_run_id(config.hydra.sweep.dir)

@@ -236,6 +236,8 @@ def job_run(
         yield None
         return
     uri, experiment = resolve_uri(tr.get("uri")), tr.get("experiment", "exatrkx")
+    # a job of a sweep waits for a restarting server; MLflow's client retries each later call
+    check_reachable(uri, wait=float(tr.get("wait_s", 120)) if sweep_dir else 0.0)
     reap_orphans(uri, experiment)
     run = Run.create(
         uri,

@@ -11,18 +11,23 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
+import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from ..errors import TrackingError, one_line
 from ..redaction import redact
+
+if TYPE_CHECKING:  # MLflow takes about 1 s to import: only once a run starts
+    from mlflow.tracking import MlflowClient
 
 __all__ = ["TrackingError", "check_reachable", "client", "default_db_path", "experiment_id", "resolve_uri"]
 
@@ -97,14 +102,32 @@ def _sqlite(path: Path, write: bool) -> str:
     return f"sqlite:///{path}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+class NoAnswer(TrackingError):
+    """The MLflow server or database does not answer (it may be restarting)."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0, wait: float = 0.0) -> None:
     """One clear error, within ``timeout`` seconds, if an MLflow server or a database
-    store does not answer (SQLite files are checked by :func:`resolve_uri`)."""
+    store does not answer (SQLite files are checked by :func:`resolve_uri`). With
+    ``wait``, a store that does not answer is asked again every second for that many
+    seconds first (a job of a sweep outlives a server's restart; a wrong address or
+    credentials still fail at once)."""
     base = uri.split(":", 1)[0].split("+")[0].lower()
-    if base in ("http", "https"):
-        _check_server(uri, timeout)
-    elif base in _DATABASES:
-        _check_database(uri, timeout)
+    check = {"http": _check_server, "https": _check_server}.get(base)
+    check = check or (_check_database if base in _DATABASES else None)
+    if check is None:
+        return
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            return check(uri, timeout)
+        except NoAnswer as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not told:
+                print(f"warning: {exc} Waiting up to {wait:.0f} s (tracking.wait_s).", file=sys.stderr)
+                told = True
+            time.sleep(1.0)
 
 
 def _check_server(uri: str, timeout: float) -> None:
@@ -135,7 +158,7 @@ def _check_server(uri: str, timeout: float) -> None:
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(
+        raise NoAnswer(
             f"tracking.uri={redact(uri)}: no MLflow server answers ({reason}). Start one "
             "(mlflow server --port ...) or drop tracking.uri to use the local SQLite store."
         ) from None
@@ -149,7 +172,7 @@ def _check_database(uri: str, timeout: float) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        raise TrackingError(
+        raise NoAnswer(
             f"tracking.uri={redact(uri)}: no database answers at {host}:{port} ({exc.strerror or exc})."
         ) from None
     try:
@@ -168,6 +191,8 @@ def _check_database(uri: str, timeout: float) -> None:
 
 
 def client(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=uri)
 
 

@@ -1,0 +1,187 @@
+"""Scale-out on real engines: studies whose trials are SLURM jobs of a real single-node
+cluster, an MLflow server on PostgreSQL that dies mid-sweep, many workers on one study.
+
+The sweep mechanics use the cheap task of ``tests/sweeper_app`` (with ``log_runs=true``
+every job logs a real MLflow run); one test runs the pipeline itself as SLURM jobs.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from .test_sweeper import Sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _slurm_ids(pid: int) -> str:
+    """The SLURM job (array_task) a process of this machine runs in, from its environment."""
+    env = dict(
+        item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+    )
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
+def _runs(uri: str, experiment: str):
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return [r for r in runs if r.data.tags.get("role") != "parent"]
+
+
+def _tracked(uri: str) -> tuple[str, ...]:
+    """The cheap task with an MLflow run per job, and the study's parent run, at ``uri``."""
+    return (
+        "log_runs=true",
+        "+tracking.enabled=true",
+        f"+tracking.uri={uri}",
+        "+tracking.experiment=sweeper_app",
+    )
+
+
+def _slurm_args(*extra: str) -> tuple[str, ...]:
+    return (
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.array_parallelism=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=1",  # SLURM's shortest time limit
+        "hydra.launcher.signal_delay_s=1",
+        *extra,
+    )
+
+
+def test_a_study_on_slurm_survives_scancel_and_a_time_limit(tmp_path, slurm):
+    """Four grid points, two SLURM jobs at a time. The first run of x=1 hangs and is
+    cancelled with scancel; the first run of x=2 hangs until its time limit (SIGTERM,
+    then SIGKILL). Both end their MLflow runs KILLED, fail their trial and run again:
+    the study ends with exactly four finished trials."""
+    sw = Sweep(tmp_path)
+    sw.env.update(slurm.env)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = sw.start(
+        *_slurm_args(
+            "x=0,1,2,3",
+            "hang_once=[1,2]",
+            *_tracked(uri),
+            "hydra.sweeper.study_name=slurm",
+            "hydra.sweeper.max_retry=2",
+        )
+    )
+    marker = sw.runs.with_suffix(".hung-1")
+    most_running, cancelled, deadline = 0, None, time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        most_running = max(most_running, sum(j["state"] == "RUNNING" for j in slurm.jobs()))
+        if cancelled is None and marker.exists():
+            time.sleep(1)  # its MLflow run is open
+            cancelled = _slurm_ids(int(marker.read_text()))
+            slurm.run("scancel", cancelled)
+        time.sleep(0.5)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out[-4000:]
+    assert cancelled is not None and most_running == 2, (cancelled, most_running)
+
+    study = sw.study("slurm")
+    states = collections.Counter(t.state.name for t in study.trials)
+    assert states == {"COMPLETE": 4, "FAIL": 2}, states
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert all(t.user_attrs["fail_reason"].startswith("JobTerminated: terminated by SIG") for t in failed)
+    retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
+    assert sorted(t.params["x"] for t in retried) == [1, 2] and all(
+        t.state.name == "COMPLETE" for t in retried
+    )
+    runs_per_point = collections.Counter(p[0] for p in sw.points())
+    assert runs_per_point == {"0": 1, "1": 2, "2": 2, "3": 1}
+    assert os.getpid() not in {int(line.split()[0]) for line in sw.runs.read_text().splitlines()}
+
+    runs = _runs(uri, "sweeper_app")
+    status = collections.Counter(r.info.status for r in runs)
+    assert status == {"FINISHED": 4, "KILLED": 2}, status
+    reasons = sorted(r.data.tags["status_reason"] for r in runs if r.info.status == "KILLED")
+    print(f"SLURM study: {dict(states)} trials, runs {dict(status)}, killed: {reasons}")
+    assert reasons[0] == "terminated by SIGTERM", reasons  # scancel
+    assert reasons[1].startswith("terminated by SIG"), reasons  # the time limit (USR2 or TERM)
+    assert all("score" in r.data.metrics for r in runs if r.info.status == "FINISHED")
+    assert len({r.data.tags.get("mlflow.parentRunId") for r in runs}) == 1  # one study parent
+
+
+def test_an_mlflow_server_killed_mid_sweep_loses_nothing(tmp_path, mlflow_pg_server, postgres_url):
+    """Two workers share a grid (Optuna on PostgreSQL) and log to an MLflow server whose
+    store is PostgreSQL. The server is killed (SIGKILL) once two runs have finished and
+    started again 5 s later. Runs in flight wait for it (tracking.wait_s at a job's
+    start, MLflow's retries on each call) and finish their logging: every trial has its
+    FINISHED run with its metric, and what was logged before the kill is intact."""
+    sw = Sweep(tmp_path, storage=postgres_url)
+    server = mlflow_pg_server
+    args = ("x=range(0,8)", "sleep=1.5", *_tracked(server.url), "hydra.sweeper.study_name=server_kill")
+    workers = [sw.start(*args) for _ in range(2)]
+    deadline = time.time() + 120
+    before = {}
+    while len(before) < 2 and time.time() < deadline:
+        before = {r.info.run_id: r.data.metrics for r in _runs(server.url, "sweeper_app")
+                  if r.info.status == "FINISHED"}  # fmt: skip
+        time.sleep(0.3)
+    assert len(before) >= 2, "no run finished before the kill"
+    killed = time.time() * 1000
+    server.kill()
+    time.sleep(5)
+    server.start()
+    restarted = time.time() * 1000
+    outs = [w.communicate(timeout=300)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), "\n".join(o[-3000:] for o in outs)
+
+    study = sw.study("server_kill")
+    assert collections.Counter(t.state.name for t in study.trials) == {"COMPLETE": 8}
+    runs = _runs(server.url, "sweeper_app")
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs), [
+        (r.info.status, r.data.tags.get("status_reason")) for r in runs
+    ]
+    assert sorted(float(r.data.params["x"]) for r in runs) == list(range(8))
+    assert all("score" in r.data.metrics for r in runs)
+    after = {r.info.run_id: r.data.metrics for r in runs}
+    assert all(after[k] == v for k, v in before.items())  # nothing logged before the kill is lost
+    in_flight = [r for r in runs if r.info.start_time < killed and r.info.end_time > restarted]
+    assert in_flight, "no run was in flight across the restart"
+    print(f"server kill: {len(in_flight)} run(s) in flight across the restart finished; {len(runs)} runs")
+
+
+def load_test(sw: Sweep, tracking_uri: str, workers: int = 4, trials: int = 100) -> dict:
+    """``workers`` sweeps of one grid of ``trials`` points of the cheap task, each trial
+    with its MLflow run; returns the wall time and the busy span of the trials."""
+    grid = (f"x=range(0,{trials // 4})", "y=range(0,4)")
+    args = (*grid, *_tracked(tracking_uri), "hydra.sweeper.study_name=load")
+    t0 = time.time()
+    procs = [sw.start(*args) for _ in range(workers)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    wall = time.time() - t0
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    done = [t for t in sw.study("load").trials if t.datetime_complete]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return {"wall_s": wall, "span_s": span, "per_trial_s": span * workers / len(done)}
+
+
+def test_four_workers_run_a_hundred_trials_each_once_with_its_mlflow_run(
+    tmp_path, mlflow_pg_server, postgres_url
+):
+    """The load test (benchmarks/bench_sweep_load.py prints its figures): 4 workers x 25
+    trials on PostgreSQL (Optuna) and an MLflow server on PostgreSQL."""
+    sw = Sweep(tmp_path, storage=postgres_url)
+    figures = load_test(sw, mlflow_pg_server.url)
+    print(f"load test: {figures}")
+    study = sw.study("load")
+    assert collections.Counter(t.state.name for t in study.trials) == {"COMPLETE": 100}
+    points = sw.points()
+    assert len(points) == 100 and len(set(points)) == 100  # no grid point twice
+    assert len({line.split()[0] for line in sw.runs.read_text().splitlines()}) >= 2  # shared work
+    runs = _runs(mlflow_pg_server.url, "sweeper_app")
+    assert len(runs) == 100 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == sorted(t.number for t in study.trials)
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    assert len(parents) == 1 and None not in parents  # every trial a child of the study's run
