@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import collections
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from .helpers import TINY
 from .test_sweeper import Sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +188,35 @@ def test_four_workers_run_a_hundred_trials_each_once_with_its_mlflow_run(
     assert sorted(int(r.data.tags["trial"]) for r in runs) == sorted(t.number for t in study.trials)
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
     assert len(parents) == 1 and None not in parents  # every trial a child of the study's run
+
+
+def test_the_pipeline_runs_a_grid_as_slurm_jobs(tmp_path, slurm):
+    """``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml, resources scaled to this
+    machine): two pipeline runs as two SLURM jobs at once, each a real MLflow child run
+    with its physics."""
+    env = {**os.environ, **slurm.env, "EXATRKX_CACHE": str(tmp_path / "cache")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        *TINY, "tracks.edge_cut=0.4,0.6", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'o.db'}", "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=2",
+        "hydra.launcher.array_parallelism=2", "hydra.launcher.timeout_min=10",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exatrkx_sweeps", "-m", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    most_running, deadline = 0, time.time() + 500
+    while proc.poll() is None and time.time() < deadline:
+        most_running = max(most_running, sum(j["state"] == "RUNNING" for j in slurm.jobs()))
+        time.sleep(0.5)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-4000:]
+    assert most_running == 2
+    runs = _runs(uri, "exatrkx")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.params["tracks.edge_cut"] for r in runs) == ["0.4", "0.6"]
+    assert all(r.data.metrics["eff_tech_pt0.5"] > 0.3 for r in runs), [r.data.metrics for r in runs]
+    assert {r.data.tags["pid"] for r in runs}.isdisjoint({str(proc.pid)})  # not the sweeper's process
+    logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 2  # submitit's SLURM job logs
