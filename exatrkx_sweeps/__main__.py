@@ -77,10 +77,32 @@ def app(cfg: DictConfig):
             f"(python -m exatrkx_sweeps -m study={plain['study']}); this is one ordinary run.",
             file=sys.stderr,
         )
+    if int(plain["train"].get("devices", 1)) > 1:
+        _start_ranks(plain, multirun)
     # torch, torch_geometric and MLflow (4-5 s of imports) only once the config is known good
     from .job import run_job
 
     return run_job(plain, uri, link, hc)
+
+
+def _start_ranks(plain: dict, multirun: bool) -> None:
+    """``train.devices=N``: this command again as N processes under torchrun (this one
+    is replaced), unless it already is one of them (torchrun, or srun's tasks)."""
+    from .distributed import world_from_env
+
+    n = int(plain["train"]["devices"])
+    if world_from_env().size > 1:
+        return
+    if multirun:
+        print(
+            f"error: train.devices={n} in a sweep: give each trial {n} processes as SLURM tasks "
+            f"(hydra/launcher=slurm hydra.launcher.tasks_per_node={n}).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"]
+    sys.stdout.flush()
+    os.execv(sys.executable, [*argv, "-m", "exatrkx_sweeps", *sys.argv[1:]])
 
 
 def _redact_saved_configs(hc) -> None:

@@ -111,6 +111,22 @@ class StageCache:
     def _path(self, key: str) -> Path:
         return self.root / "stages" / f"{key}.pt"
 
+    def get(self, name: str, key: str) -> Any | None:
+        """The cached value of ``key``, or None (also when the cache is off)."""
+        if not self.enabled:
+            return None
+        ok, value = read_checked(self._path(key), f"the cached {name}")
+        self.hits[name] = ok
+        return value if ok else None
+
+    def put(self, name: str, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` (nothing when the cache is off)."""
+        self.hits[name] = False
+        if self.enabled:
+            path = self._path(key)
+            with file_lock(path.with_suffix(".lock"), remove=True):
+                write_checked(path, value)
+
     def get_or_build(self, name: str, key: str, build: Callable[[], Any]) -> Any:
         """The cached value of ``key``, or ``build()`` stored under it. Records in
         ``hits[name]`` whether it came from the cache."""

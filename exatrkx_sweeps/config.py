@@ -163,6 +163,8 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "checkpointing": checks.boolean(),
             "device": checks.text(),  # checked with the precision by check_device below
             "threads": checks.optional(checks.integer(1)),
+            "events_per_step": checks.integer(1),
+            "devices": checks.integer(1),
         },
         "tracking": {
             "enabled": checks.boolean(),

@@ -16,6 +16,7 @@ import optuna
 from hydra.types import RunMode
 
 from . import pipeline
+from .distributed import world_from_env
 from .errors import ConfigError, Terminated, for_sweeper, one_line, stop_on_job_signals
 from .export.bundle import save_stage
 from .redaction import redact
@@ -30,6 +31,12 @@ def run_job(plain: dict, uri: str, link, hc):
     """Run the validated config ``plain``, logged to ``uri``; ``link``: its Optuna trial
     (or None), ``hc``: Hydra's config of this job. Returns the run's metrics."""
     stop_on_job_signals()
+    world = world_from_env()
+    if world.size > 1:  # the processes that train (srun's tasks, torchrun's ranks) as logged
+        plain["train"]["devices"] = world.size
+    if not world.main:  # another training process of this run: rank 0 logs and saves
+        plain.setdefault("tracking", {})["enabled"] = False
+        logging.getLogger().setLevel(logging.WARNING)
     log = logging.getLogger("exatrkx_sweeps")
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
@@ -47,10 +54,12 @@ def run_job(plain: dict, uri: str, link, hc):
         check_precision(str(train["precision"]), resolve_device(str(train["device"])))
         with job_run(plain, sweep_dir, tags, stopped=(optuna.TrialPruned,)) as run:
             models = Path(hc.runtime.output_dir) / "models"
-            callbacks = _callbacks(run, link, plain, models)
+            callbacks = _callbacks(run, link, plain, models if world.main else None)
             if run and link:
                 link.set_user_attr("mlflow_run_id", run.run_id)
             report = pipeline.run(plain, callbacks, progress=True)
+            if report is None:  # not rank 0: trained its share, nothing to report
+                return None
             if run:
                 log_report(run, report, plain, overrides)
                 if plain["tracking"].get("log_models", True):
@@ -80,13 +89,14 @@ def run_job(plain: dict, uri: str, link, hc):
     return report.metrics
 
 
-def _callbacks(run, link, cfg, models: Path):
+def _callbacks(run, link, cfg, models: Path | None):
     """Pipeline callbacks: MLflow training curves, the trial's intermediate values, and
-    every fitted stage saved into ``models`` (what export reads)."""
+    every fitted stage saved into ``models`` (what export reads; None: not saved)."""
     reporter = link.reporter(cfg) if link is not None and link.pruning else None
 
     def on_fitted(stage, settings, state):
-        save_stage(models, stage, settings, state)
+        if models is not None:
+            save_stage(models, stage, settings, state)
 
     if reporter is None:
         return pipeline.Callbacks(on_epoch=run.log_curve if run else None, on_fitted=on_fitted)

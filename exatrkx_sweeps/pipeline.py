@@ -14,6 +14,7 @@ training data: ``eval.data``).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -26,9 +27,11 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from . import distributed
 from .cache import StageCache, default_dir, stage_key
 from .config import plain
 from .data.dataset import EventStore, processing_key
+from .errors import ConfigError
 from .fingerprint import fingerprint
 from .metrics.edges import EdgeCounts
 from .metrics.tracks import TrackCounts
@@ -85,9 +88,10 @@ class Fitted:
     key: str
 
 
-def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False) -> RunReport:
+def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False) -> RunReport | None:
     """Fit (or take from the cache) every stage, test on the test events, and return the
-    run report."""
+    run report. Of several training processes (distributed.py) only rank 0 tests and
+    reports; the others return None after training."""
     t_start = time.perf_counter()
     cfg = plain(cfg)
     callbacks = callbacks or Callbacks()
@@ -95,9 +99,7 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     seed = int(cfg.get("seed", 0))
     random.seed(seed)
     torch.manual_seed(seed)
-    if cfg["train"].get("threads"):
-        torch.set_num_threads(int(cfg["train"]["threads"]))
-    device = resolve_device(str(cfg["train"].get("device", "auto")))
+    world, device = _join(cfg)
     check_precision(str(cfg["train"].get("precision", "32")), device)
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
@@ -105,13 +107,22 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
         if callbacks.on_epoch:
             callbacks.on_epoch(stage, epoch, metrics)
 
-    ctx = RunContext(device=device, progress=progress, on_epoch=on_epoch)
+    per_step = int(cfg["train"].get("events_per_step", 1))
+    ctx = RunContext(device, progress, on_epoch, world, per_step)
+    progress = progress and world.main
     cache_root = Path(cfg["cache"].get("dir") or default_dir())
     cache = StageCache(cache_root, enabled=bool(cfg["cache"].get("enabled", True)))
     prof = Profiler(device)
     with prof.measure("data", "prepare"):
+        if not world.main:
+            distributed.barrier(world)  # the events are processed once, by rank 0
         events = load_events(cfg, cache_root, progress)
+        if world.main:
+            distributed.barrier(world)
     fitted = fit_stages(ctx, cfg, events, cache, prof, report, callbacks.on_stage, callbacks.on_fitted)
+    if not world.main:
+        distributed.finish(world)
+        return None
     edges, tracks = evaluate(fitted, events.test, prof, cfg, callbacks.on_event, progress)
 
     m = report.metrics
@@ -135,6 +146,26 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     report.per_event["edge_eff_embedding"] = edges["embedding"].per_event_efficiency
     m["time_total_s"] = time.perf_counter() - t_start
     return report
+
+
+def _join(cfg: dict) -> tuple[distributed.World, torch.device]:
+    """The processes this run trains with and this one's device; ``train.devices`` is
+    set to their number (the fitted states depend on the events per step of all of them)."""
+    train = cfg["train"]
+    world = distributed.world_from_env()
+    if int(train.get("devices", 1)) > 1 and world.size == 1:
+        raise ConfigError(
+            f"train.devices={train['devices']}: this process was not started as one of "
+            f"{train['devices']} (python -m exatrkx_sweeps starts them with torchrun; or torchrun, srun)."
+        )
+    train["devices"] = world.size
+    device = distributed.device_of(world, resolve_device(str(train.get("device", "auto"))))
+    if train.get("threads"):
+        torch.set_num_threads(int(train["threads"]))
+    elif world.size > 1 and device.type == "cpu":  # the node's cores shared by its ranks
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
+    distributed.init(world, device)
+    return world, device
 
 
 def _data_key(store: EventStore, split: str, pt_cut: float, noise_fraction: float) -> str:
@@ -200,7 +231,8 @@ def fit_stages(
         state = None
         if stage.fits:
             with prof.measure(stage.name, "train"):
-                entry = cache.get_or_build(stage.name, fit_key, partial(_fit, stage, ctx, s, train, val))
+                fit = partial(_fit, stage, ctx, s, train, val)
+                entry = _fitted(cache, ctx.world, stage.name, fit_key, fit)
             state = entry["state"]
             report.metrics.update({f"fit_{k}_{stage.name}": float(v) for k, v in entry["fit"].items()})
         if on_fitted:
@@ -216,6 +248,21 @@ def fit_stages(
         fitted.append(Fitted(stage, apply, key))
         upstream = key
     return fitted
+
+
+def _fitted(cache: StageCache, world: distributed.World, name: str, key: str, fit: Callable[[], dict]):
+    """A stage's cache entry, from the cache or ``fit()``. Several processes train
+    together: all of them fit unless rank 0 finds the entry, which it then sends to the
+    others; rank 0 alone writes it."""
+    if world.size == 1:
+        return cache.get_or_build(name, key, fit)
+    cached = distributed.broadcast(world, cache.get(name, key) if world.main else None)
+    if cached is not None:
+        return cached
+    entry = fit()
+    if world.main:
+        cache.put(name, key, entry)
+    return entry
 
 
 def _fit(stage: Stage, ctx: RunContext, s, train: list[EventGraph], val: list[EventGraph]) -> dict:

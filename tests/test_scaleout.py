@@ -220,3 +220,70 @@ def test_the_pipeline_runs_a_grid_as_slurm_jobs(tmp_path, slurm):
     assert {r.data.tags["pid"] for r in runs}.isdisjoint({str(proc.pid)})  # not the sweeper's process
     logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # submitit's SLURM job logs
+
+
+def _curves(uri: str, run_id: str) -> dict[str, list[float]]:
+    c = MlflowClient(tracking_uri=uri)
+    return {
+        key: [m.value for m in sorted(c.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in ("embedding/loss", "filter/loss", "gnn/loss")
+    }
+
+
+def test_two_processes_train_as_one_with_the_same_total_batch(tmp_path):
+    """``train.devices=2`` (two CPU processes under torchrun, gloo) against one process
+    with ``train.events_per_step=2``: the same events make each step, so the loss curves
+    of the embedding, the filter and the GNN agree and so does the physics."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = [*TINY, "train.threads=1", f"tracking.uri={uri}"]
+    env = {**os.environ, "EXATRKX_PROGRESS_EVERY": "0"}
+    for i, extra in enumerate((["train.devices=2"], ["train.events_per_step=2"])):
+        r = subprocess.run(
+            [sys.executable, "-m", "exatrkx_sweeps", *base, *extra, f"cache.dir={tmp_path / f'cache{i}'}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    two, one = sorted(_runs(uri, "exatrkx"), key=lambda r: r.info.start_time)
+    assert two.data.params["train.devices"] == "2" and one.data.params["train.devices"] == "1"
+    for key, curve in _curves(uri, one.info.run_id).items():
+        other = _curves(uri, two.info.run_id)[key]
+        assert len(curve) == len(other) > 1
+        for a, b in zip(curve, other, strict=True):
+            assert abs(a - b) <= 0.01 * abs(a), (key, curve, other)
+    for m in ("eff_tech_pt0.5", "purity", "edge_eff_gnn"):
+        assert abs(one.data.metrics[m] - two.data.metrics[m]) < 0.01, m
+    assert one.data.metrics["eff_tech_pt0.5"] > 0.3  # it reconstructs tracks
+    assert len(_runs(uri, "exatrkx")) == 2  # the second process logged nothing
+
+
+def test_a_trial_trains_on_two_slurm_tasks(tmp_path, slurm):
+    """The multi-GPU recipe on this CPU node: ``hydra.launcher.tasks_per_node=2`` makes a
+    trial one SLURM job of two tasks that train together (ranks from SLURM_PROCID, gloo);
+    task 0 logs the one MLflow run, with the same losses as one process with
+    ``train.events_per_step=2``."""
+    env = {**os.environ, **slurm.env, "EXATRKX_PROGRESS_EVERY": "0"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [*TINY, "train.threads=1", f"tracking.uri={uri}"]
+    slurm_args = [
+        "seed=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'o.db'}",
+        "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+        f"cache.dir={tmp_path / 'cache0'}",
+    ]  # fmt: skip
+    single = ["train.events_per_step=2", f"cache.dir={tmp_path / 'cache1'}"]
+    for args in (["-m", *slurm_args], single):
+        r = subprocess.run(
+            [sys.executable, "-m", "exatrkx_sweeps", *args[:1], *common, *args[1:]],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = sorted(_runs(uri, "exatrkx"), key=lambda r: r.info.start_time)
+    assert len(runs) == 2, [r.info.run_name for r in runs]  # task 1 logged nothing
+    on_slurm, one = runs
+    assert on_slurm.data.params["train.devices"] == "2" and "trial" in on_slurm.data.tags
+    for key, curve in _curves(uri, one.info.run_id).items():
+        other = _curves(uri, on_slurm.info.run_id)[key]
+        assert all(abs(a - b) <= 0.01 * abs(a) for a, b in zip(curve, other, strict=True)), key
+    logs = sorted((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 2  # one log per task

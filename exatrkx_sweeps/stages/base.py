@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from ..distributed import DataParallel, World
 from ..progress import progress
 
 # on_epoch(stage, epoch, metrics): training curves; a sweeper may raise from it to prune
@@ -81,19 +82,26 @@ class Settings:
 
 @dataclass
 class RunContext:
-    """What a run gives every stage and that changes no result: the device, progress
-    bars, and the epoch callback (training curves, pruning)."""
+    """What a run gives every stage: the device, progress bars, the epoch callback
+    (training curves, pruning), and the processes it trains with (``world``; each takes
+    ``events_per_step`` events per optimizer step, distributed.py)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
     on_epoch: EpochCallback | None = None
+    world: World = field(default_factory=World)
+    events_per_step: int = 1
 
     def epochs(self, n_epochs: int, stage: str) -> Iterable[int]:
-        """range(n_epochs), with a progress bar when the run shows progress."""
-        return progress(range(int(n_epochs)), f"train {stage}", "epoch", enabled=self.progress)
+        """range(n_epochs), with a progress bar when the run shows progress (rank 0)."""
+        shown = self.progress and self.world.main
+        return progress(range(int(n_epochs)), f"train {stage}", "epoch", enabled=shown)
+
+    def data_parallel(self) -> DataParallel:
+        return DataParallel(self.world, self.events_per_step)
 
     def epoch_done(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        if self.on_epoch is not None:
+        if self.on_epoch is not None and self.world.main:
             self.on_epoch(stage, epoch, metrics)
 
 

@@ -53,6 +53,13 @@ def n_edge_attributes(hough_mode: str) -> int:
     return len(PAIR_FEATURES) + hough.n_features(hough_mode)
 
 
+def step_events(cfg) -> int:
+    """Training events per optimizer step over all processes: ``train.events_per_step``
+    on each of ``train.devices`` (what the fitted state depends on, not how it was split)."""
+    train = cfg["train"]
+    return int(train.get("events_per_step", 1)) * int(train.get("devices", 1))
+
+
 def check_precision(precision: str, device: torch.device) -> str:
     """``train.precision`` if ``device`` can run it (ConfigError otherwise)."""
     return devices.check_precision(precision, device.type)

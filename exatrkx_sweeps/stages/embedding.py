@@ -15,9 +15,10 @@ from torch import nn
 from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
+from ..distributed import epoch_order, event_generator
 from ..models.mlp import make_mlp
 from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
-from .common import n_node_inputs, node_columns, node_inputs, val_edge_metrics
+from .common import n_node_inputs, node_columns, node_inputs, step_events, val_edge_metrics
 from .neighbours import build_edges, radius_neighbours
 
 
@@ -45,6 +46,7 @@ class Embedding(NetworkStage):
                 **{k: v for k, v in e.items() if k not in ("radius", "knn")},
                 "reflect": list(cfg["augment"]["reflect"]),
                 "seed": cfg["seed"],
+                "step_events": step_events(cfg),
             },
             # the graph stage builds with these; here they only shape the validation graph
             apply={"radius": e["radius"], "knn": e["knn"]},
@@ -54,24 +56,30 @@ class Embedding(NetworkStage):
     def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
         """Train the embedding; returns the model's state dict (on CPU)."""
         torch.manual_seed(s["seed"])
-        gen = torch.Generator().manual_seed(s["seed"])
+        dp = ctx.data_parallel()
         model = build_model(s).to(ctx.device)
+        dp.sync(model)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
         reflect = tuple(s["reflect"])
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total = 0.0
-            for i in torch.randperm(len(train), generator=gen).tolist():
-                data = random_reflect(train[i].data, reflect, gen)
-                emb = model(node_inputs(data, s["use_cells"], ctx.device))
-                pairs, y = _pairs(data, emb, s, gen)
-                loss = hinge_loss(emb, pairs.to(ctx.device), y.to(ctx.device), s["margin"], s["pos_weight"])
+            for step in dp.steps(epoch_order(s["seed"], epoch, len(train))):
                 opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
+                for i in step:
+                    gen = event_generator(s["seed"], epoch, i)
+                    data = random_reflect(train[i].data, reflect, gen)
+                    emb = model(node_inputs(data, s["use_cells"], ctx.device))
+                    pairs, y = _pairs(data, emb, s, gen)
+                    dev = ctx.device
+                    loss = hinge_loss(emb, pairs.to(dev), y.to(dev), s["margin"], s["pos_weight"])
+                    loss.backward()
+                    total += float(loss.detach())
+                if dp.average(model, len(step)):
+                    opt.step()
+            (total,) = dp.total(total)
             metrics = {"loss": total / max(len(train), 1)}
-            if val:
+            if val and ctx.world.main:
                 metrics.update(validate(model, s, [ev.data for ev in val], ctx.device))
             ctx.epoch_done(self.name, epoch, metrics)
         return state_dict(model)

@@ -16,6 +16,7 @@ from torch_geometric.data import Data
 
 from ..augment.reflection import random_reflect
 from ..data.truth import edge_targets
+from ..distributed import epoch_order, event_generator
 from ..models.mlp import make_mlp
 from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import (
@@ -25,6 +26,7 @@ from .common import (
     n_node_inputs,
     node_columns,
     node_inputs,
+    step_events,
     val_edge_metrics,
 )
 
@@ -42,6 +44,7 @@ class Filter(NetworkStage):
                 "hough": cfg["augment"]["hough"],
                 "reflect": list(cfg["augment"]["reflect"]),
                 "seed": cfg["seed"],
+                "step_events": step_events(cfg),
             },
             apply={"cut": f["cut"]},
             runtime={"chunk_size": f["chunk_size"]},
@@ -50,37 +53,44 @@ class Filter(NetworkStage):
     def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
         """Train on (event, embedding-graph edges); returns the model's state dict (CPU)."""
         torch.manual_seed(s["seed"])
-        gen = torch.Generator().manual_seed(s["seed"])
+        dp = ctx.data_parallel()
         device = ctx.device
         model = build_model(s).to(device)
+        dp.sync(model)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(s["epochs"]), 1))
         targets = [edge_targets(ev.data, ev.edges, s["truth"]) for ev in train]
+        sizes = [_sample_size(y, s) for y in targets]
         pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
-        reflect, batch = tuple(s["reflect"]), int(s["batch_size"])
+        batch = int(s["batch_size"])
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total, steps = 0.0, 0
-            for i in torch.randperm(len(train), generator=gen).tolist():
-                data = random_reflect(train[i].data, reflect, gen)
-                e, y = _sample(data, train[i].edges, targets[i], s, gen)
-                inputs = edge_inputs(data, e, s["use_cells"], s["hough"], device)
-                y = y.to(device)
-                order = torch.randperm(y.numel(), generator=gen)
-                for b in range(0, y.numel(), batch):
+            # a step's unit is one batch of one event's sampled edges
+            items = [
+                (i, b) for i in epoch_order(s["seed"], epoch, len(train)) for b in range(0, sizes[i], batch)
+            ]
+            sampled: dict[int, tuple] = {}  # this rank's current event: inputs, labels, edge order
+            for step in dp.steps(items):
+                opt.zero_grad()
+                for i, b in step:
+                    if i not in sampled:
+                        sampled = {i: _training_edges(train[i], targets[i], s, epoch, i, device)}
+                    inputs, y, order = sampled[i]
                     idx = order[b : b + batch].to(device)
                     logits = model(inputs[idx]).squeeze(-1)
                     loss = nn.functional.binary_cross_entropy_with_logits(
                         logits, y[idx], pos_weight=pos_weight
                     )
-                    opt.zero_grad()
                     loss.backward()
-                    opt.step()
                     total += float(loss.detach())
                     steps += 1
+                if dp.average(model, len(step)):
+                    opt.step()
             sched.step()
+            total, steps = dp.total(total, steps)
             metrics = {"loss": total / max(steps, 1)}
-            if val:
+            if val and ctx.world.main:
                 kept = [ev.edges[:, score(model, ev, s, device) > s["cut"]] for ev in val]
                 metrics.update(val_edge_metrics([ev.data for ev in val], kept))
             ctx.epoch_done(self.name, epoch, metrics)
@@ -115,6 +125,23 @@ def edge_inputs(data: Data, edges: torch.Tensor, use_cells: bool, hough_mode: st
     x = node_inputs(data, use_cells, device)
     edges = edges.to(device)
     return torch.cat([x[edges[0]], x[edges[1]], edge_attributes(data, edges, hough_mode, device)], dim=1)
+
+
+def _training_edges(ev: EventGraph, y: torch.Tensor, s: Settings, epoch: int, index: int, device):
+    """Training event ``index``'s edges in an epoch: their inputs, labels and shuffled
+    order, drawn from the event's own generator (the same on whichever rank takes it)."""
+    gen = event_generator(s["seed"], epoch, index)
+    data = random_reflect(ev.data, tuple(s["reflect"]), gen)
+    e, y = _sample(data, ev.edges, y, s, gen)
+    inputs = edge_inputs(data, e, s["use_cells"], s["hough"], device)
+    return inputs, y.to(device), torch.randperm(y.numel(), generator=gen)
+
+
+def _sample_size(y: torch.Tensor, s: Settings) -> int:
+    """How many edges :func:`_sample` draws from an event with edge labels ``y``."""
+    n_pos = int((y > 0).sum())
+    n_hard = min(int((y == 0).sum()), int(s["hard_ratio"] * max(n_pos, 1)))
+    return n_pos + n_hard + int(s["random_ratio"] * max(n_pos, 1))
 
 
 def _sample(data, edges, y, s: Settings, gen):

@@ -20,6 +20,7 @@ from torch_geometric.data import Data
 from ..augment.reflection import random_reflect
 from ..augment.weighting import edge_weights
 from ..data.truth import edge_targets
+from ..distributed import epoch_order, event_generator
 from ..models import GNN_MODEL_INPUTS, GNN_MODELS
 from ..registry import check_arguments
 from . import GNN_TRAINING_KEYS
@@ -34,6 +35,7 @@ from .common import (
     node_columns,
     node_inputs,
     saved_for_backward,
+    step_events,
     val_edge_metrics,
 )
 
@@ -57,6 +59,7 @@ class GNN(NetworkStage):
                 "precision": str(train["precision"]),
                 "checkpointing": bool(train["checkpointing"]),
                 "seed": cfg["seed"],
+                "step_events": step_events(cfg),
             },
             apply={"edge_cut": cfg["tracks"]["edge_cut"]},
         )
@@ -68,9 +71,10 @@ class GNN(NetworkStage):
     def fit(self, ctx: RunContext, s: Settings, train: list[EventGraph], val: list[EventGraph]):
         """Train on (event, filtered edges); returns the model's state dict (CPU)."""
         torch.manual_seed(s["seed"])
-        gen = torch.Generator().manual_seed(s["seed"])
+        dp = ctx.data_parallel()
         device, precision = ctx.device, s["precision"]
         model = build_model(s, checkpointing=s["checkpointing"]).to(device)
+        dp.sync(model)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(s["epochs"]), 1))
         scaler = grad_scaler(precision, device)
@@ -81,28 +85,30 @@ class GNN(NetworkStage):
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total = 0.0
-            for i in torch.randperm(len(train), generator=gen).tolist():
-                edges = train[i].edges
-                if edges.shape[1] == 0:
-                    continue
-                data = random_reflect(train[i].data, reflect, gen)
-                y = targets[i].to(device)
-                w = None
-                if s["edge_weighting"]:
-                    w = edge_weights(data, edges, y.cpu(), s["edge_weight_p"]).to(device)
-                with saved_for_backward() if epoch == 0 else nullcontext([0]) as box:
-                    with autocast(precision, device):
-                        logits = forward(model, data, edges, s, device)
-                    loss = loss_fn(logits, y, w, pos_weight)
-                saved = max(saved, box[0])
+            order = [i for i in epoch_order(s["seed"], epoch, len(train)) if train[i].edges.shape[1]]
+            for step in dp.steps(order):
                 opt.zero_grad()
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                total += float(loss.detach())
+                for i in step:
+                    edges, gen = train[i].edges, event_generator(s["seed"], epoch, i)
+                    data = random_reflect(train[i].data, reflect, gen)
+                    y = targets[i].to(device)
+                    w = None
+                    if s["edge_weighting"]:
+                        w = edge_weights(data, edges, y.cpu(), s["edge_weight_p"]).to(device)
+                    with saved_for_backward() if epoch == 0 else nullcontext([0]) as box:
+                        with autocast(precision, device):
+                            logits = forward(model, data, edges, s, device)
+                        loss = loss_fn(logits, y, w, pos_weight)
+                    saved = max(saved, box[0])
+                    scaler.scale(loss).backward()
+                    total += float(loss.detach())
+                if dp.average(model, len(step)):
+                    scaler.step(opt)
+                    scaler.update()
             sched.step()
+            (total,) = dp.total(total)
             metrics = {"loss": total / max(len(train), 1), "saved_mb": saved / 2**20}
-            if val:
+            if val and ctx.world.main:
                 metrics.update(validate(model, s, val, device))
             ctx.epoch_done(self.name, epoch, metrics)
         return state_dict(model)
