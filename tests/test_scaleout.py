@@ -287,3 +287,47 @@ def test_a_trial_trains_on_two_slurm_tasks(tmp_path, slurm):
         assert all(abs(a - b) <= 0.01 * abs(a) for a, b in zip(curve, other, strict=True)), key
     logs = sorted((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # one log per task
+
+
+def test_an_mlflow_server_gone_for_good_fails_trials_in_one_line(tmp_path, mlflow_pg_server):
+    """The server is killed while a run is open and does not come back (MLflow's retries
+    cut to none, tracking.wait_s=2, to keep the test short). The open run's trial fails
+    with one line naming the store, the later trials fail at their start, the finished
+    trial keeps its result, the sweep ends with one warning about its parent run, and no
+    traceback is printed. Once the server is back, the next run on this host closes the
+    orphaned run as KILLED with the reason."""
+    from exatrkx_sweeps.tracking.run import reap_orphans
+
+    server = mlflow_pg_server
+    sw = Sweep(tmp_path)
+    sw.env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    proc = sw.start("x=range(0,4)", "sleep=3", *_tracked(server.url), "+tracking.wait_s=2",
+                    "hydra.sweeper.study_name=gone")  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = [r.info.status for r in _runs(server.url, "sweeper_app")]
+        if "FINISHED" in status and "RUNNING" in status:
+            break
+        time.sleep(0.2)
+    server.kill()
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]  # a trial completed
+    assert "Traceback" not in out, out[-3000:]
+    assert "warning: the study's MLflow parent run was not updated" in out
+    trials = sorted(sw.study("gone").trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    reasons = [t.user_attrs["fail_reason"] for t in trials[1:]]
+    assert "the tracking store stopped answering" in reasons[0] and "\n" not in reasons[0], reasons
+    assert all("no MLflow server answers" in r for r in reasons[1:]), reasons
+
+    server.start()
+    orphans = [r for r in _runs(server.url, "sweeper_app") if r.info.status == "RUNNING"]
+    assert len(orphans) == 1
+    assert reap_orphans(server.url, "sweeper_app") == [orphans[0].info.run_id]
+    closed = MlflowClient(tracking_uri=server.url).get_run(orphans[0].info.run_id)
+    assert (
+        closed.info.status == "KILLED"
+        and "ended without closing the run" in closed.data.tags["status_reason"]
+    )
+    finished = [r for r in _runs(server.url, "sweeper_app") if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].data.metrics["score"] == -5

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,11 +25,19 @@ import torch
 from mlflow.entities import Metric, Param, RunTag
 
 from .. import __version__
-from ..errors import Terminated
+from ..errors import Terminated, TrackingError
 from ..redaction import redact
 from .store import check_reachable, client, experiment_id, resolve_uri
 
 PARENT_FILE = ".mlflow_parent_run"
+# what MLflow's client says when the server or database is gone (after its retries)
+_NO_ANSWER = (
+    "Max retries exceeded",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    "OperationalError",
+)
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
@@ -112,31 +121,46 @@ class Run:
         return cls(uri, run.info.run_id)
 
     # -- logging
+    def _call(self, method: str, *args, **kwargs):
+        """``self.client.<method>(...)``; a server or database that stopped answering
+        (after MLflow's own retries) is one TrackingError naming it."""
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except Exception as exc:
+            text = str(exc)
+            if any(s in text for s in _NO_ANSWER):
+                reason = next((s for s in _NO_ANSWER if s in text), "")
+                raise TrackingError(
+                    f"tracking.uri={redact(self.uri)}: the tracking store stopped answering ({reason}, "
+                    f"after MLflow's retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
+                ) from None
+            raise
+
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self._call("log_batch", self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and v == v]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+            self._call("log_batch", self.run_id, metrics=items[i : i + 1000])
 
     def log_curve(self, stage: str, epoch: int, metrics: Mapping[str, float]) -> None:
         self.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=epoch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call("log_batch", self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self._call("log_text", self.run_id, text, name)
 
     def log_file(self, path: str | Path, directory: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), directory)
+        self._call("log_artifact", self.run_id, str(path), directory)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self._call("set_terminated", self.run_id, status=status)
 
     def fail(self, error: BaseException | str) -> None:
         msg = redact(str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}")
@@ -251,16 +275,28 @@ def job_run(
     try:
         yield run
     except (*stopped, Terminated, KeyboardInterrupt) as exc:
-        run.set_tags({"status_reason": redact(str(exc))[:250] or type(exc).__name__})
-        run.finish("KILLED")
+        with _store_lost(run):
+            run.set_tags({"status_reason": redact(str(exc))[:250] or type(exc).__name__})
+            run.finish("KILLED")
         raise
     except BaseException as exc:
-        run.fail(exc)
+        with _store_lost(run):
+            run.fail(exc)
         raise
     finally:
         if monitor is not None:
             monitor.finish()
     run.finish()
+
+
+@contextmanager
+def _store_lost(run: Run) -> Iterator[None]:
+    """Ending a failed run where the store may be gone with it: one warning line, and the
+    run's own error goes on (the next run on this host closes it, reap_orphans)."""
+    try:
+        yield
+    except TrackingError as exc:
+        print(f"warning: run {run.run_id} could not be closed: {exc}", file=sys.stderr)
 
 
 def _system_metrics(run: Run, tr: Mapping):

@@ -163,8 +163,11 @@ class OptunaSweeper(Sweeper):
                 + f"; results in {path}"
             )
             if parent is not None:
-                parent.finish(optuna_study, spec.metric_names, sweep_dir, path, table)
-                print("\n".join(parent.pointers(optuna_study)))
+                try:
+                    parent.finish(optuna_study, spec.metric_names, sweep_dir, path, table)
+                    print("\n".join(parent.pointers(optuna_study)))
+                except TrackingError as exc:  # the results are in the sweep directory all the same
+                    print(f"warning: the study's MLflow parent run was not updated: {exc}", file=sys.stderr)
         if error is not None:
             raise error
         return None
