@@ -1,12 +1,16 @@
 """Inference time per stage and graph size against the number of hits, with the fitted
-scaling exponents (the seed claims sub-quadratic growth).
+scaling exponents (the seed claims sub-quadratic growth), and what each network stage
+achieves of this machine's matrix-product peak.
 
     python benchmarks/bench_inference.py [--mus 10 50 100 200] [--events 2] [key=value ...]
 
 Trains the default pipeline (or takes it from the stage cache), then runs it on test
 events simulated at each pile-up and prints, per mu: hits per event, edges after the
 embedding graph / filter / GNN cut, seconds per event for each stage and in total. The
-exponents are the slopes of log(time) and log(edges) against log(hits). Extra
+exponents are the slopes of log(time) and log(edges) against log(hits). Then, at the
+largest pile-up: each stage's floating-point operations per event (counted by torch's
+FlopCounterMode in a second, untimed pass), its GFLOP/s over the timed pass, and the
+share of the peak measured here (square fp32 and bf16 matrix products). Extra
 key=value arguments are Hydra overrides of the trained configuration.
 """
 
@@ -14,12 +18,46 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
+from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_module
+from torch.utils.flop_counter import FlopCounterMode
 
 from exatrkx_sweeps import pipeline
+from exatrkx_sweeps.cache import StageCache, default_dir
 from exatrkx_sweeps.config import validate
+from exatrkx_sweeps.profiling import Profiler
+from exatrkx_sweeps.report import RunReport
+from exatrkx_sweeps.stages.base import EventGraph, RunContext
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:
+    """GFLOP/s of square n x n matrix products in ``dtype`` on this machine's CPU."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def stage_flops(cfg: dict) -> dict[str, float]:
+    """Floating-point operations per test event of each stage (from the stage cache)."""
+    cache_root = Path(cfg["cache"].get("dir") or default_dir())
+    events = pipeline.load_events(cfg, cache_root, progress=False)
+    ctx = RunContext()
+    fitted = pipeline.fit_stages(ctx, cfg, events, StageCache(cache_root), Profiler(ctx.device), RunReport())
+    flops = {f.stage.name: 0.0 for f in fitted}
+    for d in events.test:
+        ev = EventGraph(d)
+        for f in fitted:
+            with FlopCounterMode(display=False) as counter:
+                ev = f.apply(ev)
+            flops[f.stage.name] += counter.get_total_flops()
+    return {k: v / max(len(events.test), 1) for k, v in flops.items()}
 
 
 def main() -> None:
@@ -30,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
         cfg = validate(compose("config", overrides=args.overrides))
-    rows = []
+    rows, last = [], None
     for mu in args.mus:
         c = copy.deepcopy(cfg)
         ev = copy.deepcopy(cfg["data"])
@@ -38,6 +76,7 @@ def main() -> None:
         ev["simulation"]["mu"] = mu
         c["eval"]["data"] = ev
         m = pipeline.run(c).metrics
+        last = (c, m)
         stages = ("graph", "filter", "gnn", "tracks")
         rows.append(
             [
@@ -71,6 +110,21 @@ def main() -> None:
         for i, name in enumerate(head[2:], start=2):
             slope = np.polyfit(logh, np.log(np.maximum(a[:, i], 1e-9)), 1)[0]
             print(f"scaling exponent of {name:>10} vs hits: {slope:.2f}")
+    peak_table(*last)
+
+
+def peak_table(cfg: dict, m: dict) -> None:
+    """Per stage at the last pile-up: time, FLOPs, GFLOP/s and the share of the peak."""
+    peaks = {"32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"\nmatrix-product peak here: fp32 {peaks['32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    peak = peaks["bf16" if cfg["train"]["precision"] == "bf16" else "32"]
+    flops = stage_flops(cfg)
+    print(f"{'stage':>10} {'s/event':>9} {'GFLOP/event':>12} {'GFLOP/s':>9} {'of peak':>8}")
+    for name, f in flops.items():
+        t = m[f"time_infer_{name}_s"]
+        rate = f / 1e9 / t if t > 0 else 0.0
+        share = f"{100 * rate / peak:7.1f}%" if f else "      -"
+        print(f"{name:>10} {t:>9.3f} {f / 1e9:>12.2f} {rate:>9.1f} {share}")
 
 
 if __name__ == "__main__":

@@ -120,8 +120,8 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
         if world.main:
             distributed.barrier(world)
     fitted = fit_stages(ctx, cfg, events, cache, prof, report, callbacks.on_stage, callbacks.on_fitted)
+    distributed.finish(world)  # training is over: rank 0 tests alone
     if not world.main:
-        distributed.finish(world)
         return None
     edges, tracks = evaluate(fitted, events.test, prof, cfg, callbacks.on_event, progress)
 
