@@ -117,12 +117,13 @@ def peak_table(cfg: dict, m: dict) -> None:
     """Per stage at the last pile-up: time, FLOPs, GFLOP/s and the share of the peak."""
     peaks = {"32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"\nmatrix-product peak here: fp32 {peaks['32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    peak = peaks["bf16" if cfg["train"]["precision"] == "bf16" else "32"]
+    scoring = "bf16" if (cfg.get("eval") or {}).get("precision") == "bf16" else "32"
     flops = stage_flops(cfg)
     print(f"{'stage':>10} {'s/event':>9} {'GFLOP/event':>12} {'GFLOP/s':>9} {'of peak':>8}")
     for name, f in flops.items():
         t = m[f"time_infer_{name}_s"]
         rate = f / 1e9 / t if t > 0 else 0.0
+        peak = peaks[scoring if name in ("filter", "gnn") else "32"]  # eval.precision scores edges
         share = f"{100 * rate / peak:7.1f}%" if f else "      -"
         print(f"{name:>10} {t:>9.3f} {f / 1e9:>12.2f} {rate:>9.1f} {share}")
 

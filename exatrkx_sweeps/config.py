@@ -25,7 +25,7 @@ from .augment import HOUGH_MODES, REFLECT_AXES
 from .data import SOURCES, TRAINING_TRUTH
 from .data.simulate import SimulationConfig
 from .data.trackml import TrackMLFormatError, list_events
-from .devices import PRECISIONS, check_device
+from .devices import PRECISIONS, check_device, check_precision
 from .errors import ConfigError, one_line
 from .models import ACTIVATIONS, AGGREGATIONS, GNN_MODEL_INPUTS, GNN_MODELS
 from .registry import check_arguments
@@ -117,6 +117,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "data": _data(),
             "noise_fraction": checks.optional(checks.FRACTION),
             "pt_cut": checks.optional(checks.number(0)),
+            "precision": checks.choice(*PRECISIONS),
         },
         "embedding": _network(
             layers=checks.integer(1),
@@ -216,7 +217,8 @@ def validate(cfg: Mapping) -> dict:
         if key not in full:
             raise ConfigError(f"{key}: unknown top-level key; the config takes {', '.join(sorted(full))}.")
         _check(value, full[key], key)
-    check_device(cfg["train"]["device"], cfg["train"]["precision"])
+    kind = check_device(cfg["train"]["device"], cfg["train"]["precision"])
+    check_precision(str((cfg.get("eval") or {}).get("precision") or "32"), kind, key="eval.precision")
     _check_events(cfg)
     return cfg
 

@@ -68,11 +68,11 @@ def check_device(name: str, precision: str) -> str:
     return kind
 
 
-def check_precision(precision: str, device_type: str) -> str:
-    """``train.precision`` if a device of ``device_type`` can run it (ConfigError otherwise)."""
+def check_precision(precision: str, device_type: str, key: str = "train.precision") -> str:
+    """A precision (``key``) if a device of ``device_type`` can run it (ConfigError otherwise)."""
     precision = str(precision)
     if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision={precision!r}: must be one of {', '.join(PRECISIONS)}.")
+        raise ConfigError(f"{key}={precision!r}: must be one of {', '.join(PRECISIONS)}.")
     if precision == "16-mixed" and device_type == "cpu":
-        raise ConfigError("train.precision=16-mixed: needs a CUDA device; use train.precision=bf16 on CPU.")
+        raise ConfigError(f"{key}=16-mixed: needs a CUDA device; use {key}=bf16 on CPU.")
     return precision

@@ -50,6 +50,19 @@ def test_gnn_change_hits_cache_embedding_change_misses(first_run):
     )
 
 
+def test_bf16_scoring_keeps_the_physics(first_run):
+    """eval.precision=bf16: the filter and the GNN score edges under bf16 autocast. The
+    fitted embedding and filter are reused; the GNN trains on bf16-filtered edges; the
+    tracks are those of fp32 scoring within a few points."""
+    cache, cfg, report = first_run
+    bf16 = pipeline.run(validate(tiny_cfg("eval.precision=bf16", cache_dir=cache)))
+    assert bf16.cache_hits["embedding"] and bf16.cache_hits["filter"] and not bf16.cache_hits["gnn"]
+    for k in ("eff_tech_pt0.5", "purity", "edge_eff_filter"):
+        assert bf16.metrics[k] == pytest.approx(report.metrics[k], abs=0.05), k
+    with pytest.raises(ConfigError, match="eval.precision=16-mixed: needs a CUDA device"):
+        validate(tiny_cfg("eval.precision=16-mixed", "train.device=cpu"))
+
+
 def test_reproducible(first_run):
     cache, cfg, report = first_run
     again = pipeline.run(cfg)  # everything from the cache, test inference afresh

@@ -20,8 +20,10 @@ from ..distributed import epoch_order, event_generator
 from ..models.mlp import make_mlp
 from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import (
+    autocast,
     edge_attributes,
     edge_columns,
+    infer_precision,
     n_edge_attributes,
     n_node_inputs,
     node_columns,
@@ -46,7 +48,7 @@ class Filter(NetworkStage):
                 "seed": cfg["seed"],
                 "step_events": step_events(cfg),
             },
-            apply={"cut": f["cut"]},
+            apply={"cut": f["cut"], "infer_precision": infer_precision(cfg)},
             runtime={"chunk_size": f["chunk_size"]},
         )
 
@@ -107,7 +109,8 @@ class Filter(NetworkStage):
 
     def applier(self, ctx: RunContext, s: Settings, model):
         def apply(ev: EventGraph) -> EventGraph:
-            scores = score(model, ev, s, ctx.device)
+            with autocast(s["infer_precision"], ctx.device):
+                scores = score(model, ev, s, ctx.device)
             keep = scores > s["cut"]
             return ev.replace(edges=ev.edges[:, keep], scores=scores[keep])
 

@@ -30,6 +30,7 @@ from .common import (
     edge_attributes,
     edge_columns,
     grad_scaler,
+    infer_precision,
     n_edge_attributes,
     n_node_inputs,
     node_columns,
@@ -61,7 +62,7 @@ class GNN(NetworkStage):
                 "seed": cfg["seed"],
                 "step_events": step_events(cfg),
             },
-            apply={"edge_cut": cfg["tracks"]["edge_cut"]},
+            apply={"edge_cut": cfg["tracks"]["edge_cut"], "infer_precision": infer_precision(cfg)},
         )
 
     def code(self, s: Settings):
@@ -126,7 +127,8 @@ class GNN(NetworkStage):
 
     def applier(self, ctx: RunContext, s: Settings, model):
         def apply(ev: EventGraph) -> EventGraph:
-            scores = score(model, ev.data, ev.edges, s, ctx.device)
+            with autocast(s["infer_precision"], ctx.device):
+                scores = score(model, ev.data, ev.edges, s, ctx.device)
             keep = scores > s["edge_cut"]
             return ev.replace(edges=ev.edges[:, keep], scores=scores[keep])
 
