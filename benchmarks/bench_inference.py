@@ -6,12 +6,13 @@ achieves of this machine's matrix-product peak.
 
 Trains the default pipeline (or takes it from the stage cache), then runs it on test
 events simulated at each pile-up and prints, per mu: hits per event, edges after the
-embedding graph / filter / GNN cut, seconds per event for each stage and in total. The
-exponents are the slopes of log(time) and log(edges) against log(hits). Then, at the
-largest pile-up: each stage's floating-point operations per event (counted by torch's
-FlopCounterMode in a second, untimed pass), its GFLOP/s over the timed pass, and the
-share of the peak measured here (square fp32 and bf16 matrix products). Extra
-key=value arguments are Hydra overrides of the trained configuration.
+embedding graph / filter / GNN cut, seconds per event for each stage and in total,
+and the efficiencies and purity. The exponents are the slopes of log(time) and
+log(edges) against log(hits). Then, at the largest pile-up: each stage's
+floating-point operations per event (counted by torch's FlopCounterMode in a second,
+untimed pass), its GFLOP/s over the timed pass, and the share of the peak measured
+here (square fp32 and bf16 matrix products). Extra key=value arguments are Hydra
+overrides of the trained configuration.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
         cfg = validate(compose("config", overrides=args.overrides))
-    rows, last = [], None
+    rows, physics, last = [], [], None
     for mu in args.mus:
         c = copy.deepcopy(cfg)
         ev = copy.deepcopy(cfg["data"])
@@ -77,6 +78,10 @@ def main() -> None:
         c["eval"]["data"] = ev
         m = pipeline.run(c).metrics
         last = (c, m)
+        physics.append(
+            f"mu {mu:g}: technical efficiency (pT > 0.5) {100 * m['eff_tech_pt0.5']:.1f}%, "
+            f"physics {100 * m['eff_phys_pt0.5']:.1f}%, purity {100 * m['purity']:.1f}%"
+        )
         stages = ("graph", "filter", "gnn", "tracks")
         rows.append(
             [
@@ -104,6 +109,7 @@ def main() -> None:
     print(" ".join(f"{h:>11}" for h in head))
     for r in rows:
         print(" ".join(f"{v:>11.0f}" if i < 5 else f"{v:>11.3f}" for i, v in enumerate(r)))
+    print("\n".join(physics))
     a = np.array(rows)
     if len(a) >= 2:
         logh = np.log(a[:, 1])
