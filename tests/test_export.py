@@ -88,7 +88,8 @@ def test_torchscript_and_onnx_reproduce_the_scores_and_the_tracks_of_a_held_even
     assert set(by_stage) == NETWORKS
     x = by_stage["gnn"]["inputs"][0]
     assert x["columns"][:3] == ["r / 1000 mm", "phi / pi", "z / 1000 mm"] and x["shape"][0] == "nodes"
-    assert by_stage["filter"]["settings"]["apply"] == {"cut": tiny_cfg().filter.cut}  # the cut it applies
+    # the cut it applies and the precision it scored in
+    assert by_stage["filter"]["settings"]["apply"] == {"cut": tiny_cfg().filter.cut, "infer_precision": "32"}
 
     # a held event: simulated like the training events, never seen in training
     data_cfg = {**OmegaConf.to_container(tiny_cfg().data, resolve=True), "first_event": 9000}
