@@ -143,7 +143,7 @@ class DataParallel:
             for p, g in zip(params, grads, strict=True):
                 p.grad = flat[offset : offset + g.numel()].view_as(g).to(g.dtype).clone()
                 offset += g.numel()
-        if n:
+        if n > 1:
             for p in params:
                 if p.grad is not None:
                     p.grad /= n
