@@ -60,12 +60,18 @@ def check_device(name: str, precision: str) -> str:
     seen = cuda_devices_seen()
     if kind == "auto" and seen is not None:
         kind = "cuda" if seen else "cpu"
-    if kind == "cuda" and seen == 0:
-        raise ConfigError(f"train.device={name}: no CUDA device is visible; use train.device=cpu or auto.")
-    if kind == "cuda" and seen is not None and (index or 0) >= seen:
-        raise ConfigError(f"train.device={name}: only {seen} CUDA device(s) are visible.")
+    if kind == "cuda" and seen is not None:
+        check_visible(name, index, seen)
     check_precision(precision, kind)
     return kind
+
+
+def check_visible(name: str, index: int | None, seen: int) -> None:
+    """``train.device=cuda[:index]`` against the ``seen`` CUDA devices (ConfigError)."""
+    if seen == 0:
+        raise ConfigError(f"train.device={name}: no CUDA device is visible; use train.device=cpu or auto.")
+    if (index or 0) >= seen:
+        raise ConfigError(f"train.device={name}: only {seen} CUDA device(s) are visible.")
 
 
 def check_precision(precision: str, device_type: str, key: str = "train.precision") -> str:

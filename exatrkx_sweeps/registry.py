@@ -32,6 +32,7 @@ class Registry(Generic[T]):
         self.key = key  # the config key that names an entry, for error messages
         self._discover = discover
         self._loaded = discover is None
+        self._source: dict[str, dict[str, Any]] | None = None  # _declared(), read once
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -71,12 +72,15 @@ class Registry(Generic[T]):
         package's modules, parsed from their source."""
         if self._discover is None or self._discover not in sys.modules:
             return {}
+        if self._source is not None:  # the shipped modules' source does not change in a process
+            return self._source
         out: dict[str, dict[str, Any]] = {}
         for path in sorted(Path(sys.modules[self._discover].__path__[0]).glob("*.py")):
             for node in ast.parse(path.read_text(), str(path)).body:
                 name = _registered_name(node)
                 if name is not None:
                     out[name] = _constructor_arguments(node, path)
+        self._source = out
         return out
 
     def __getitem__(self, name: str) -> T:

@@ -58,8 +58,12 @@ def test_model_settings_are_read_from_source_as_the_constructor_declares_them():
 
 
 def test_devices_are_told_without_torch_on_this_cpu_build():
+    import torch
+
     from exatrkx_sweeps import devices
 
+    # the probe (torch/version.py, the driver) agrees with torch itself: 0 on the CPU build
+    assert devices.cuda_devices_seen() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     assert devices.cuda_devices_seen() == 0  # the CPU build of torch, on any machine
     assert devices.check_device("auto", "bf16") == "cpu"
     with pytest.raises(ConfigError, match="train.precision=16-mixed: needs a CUDA device"):

@@ -12,7 +12,6 @@ from .. import devices
 from ..augment import hough
 from ..data.features import CELL_COLUMNS, CELL_SCALE, NODE_COLUMNS, PAIR_COLUMNS, PAIR_FEATURES, pair_features
 from ..data.truth import label_edges
-from ..errors import ConfigError
 from ..metrics.edges import EdgeCounts
 
 
@@ -104,11 +103,8 @@ def resolve_device(name: str) -> torch.device:
     kind, index = devices.parse_device(name)
     if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name}: no CUDA device is visible; use train.device=cpu or auto.")
-    n_cuda = torch.cuda.device_count() if kind == "cuda" else 0
-    if kind == "cuda" and (index or 0) >= n_cuda:
-        raise ConfigError(f"train.device={name}: only {n_cuda} CUDA device(s) are visible.")
+    if kind == "cuda":
+        devices.check_visible(name, index, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     return torch.device(name)
 
 

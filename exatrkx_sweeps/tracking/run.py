@@ -111,8 +111,9 @@ class Run:
         run_name: str | None = None,
         parent_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        wait: float = 0.0,
     ) -> Run:
-        check_reachable(uri)
+        check_reachable(uri, wait=wait)  # wait: a job of a sweep outlives a restarting server
         mlflow = client(uri)
         all_tags = dict(tags or {})
         if parent_id:
@@ -261,15 +262,15 @@ def job_run(
         return
     uri, experiment = resolve_uri(tr.get("uri")), tr.get("experiment", "exatrkx")
     # a job of a sweep waits for a restarting server; MLflow's client retries each later call
-    check_reachable(uri, wait=float(tr.get("wait_s", 120)) if sweep_dir else 0.0)
-    reap_orphans(uri, experiment)
     run = Run.create(
         uri,
         experiment,
         run_name=tr.get("run_name"),
         parent_id=parent_run_id(sweep_dir) if sweep_dir else None,
         tags={**provenance_tags(), "pid": str(os.getpid()), **(tags or {})},
+        wait=float(tr.get("wait_s", 120)) if sweep_dir else 0.0,
     )
+    reap_orphans(uri, experiment)  # this run's own process is alive: it stays
     run.log_params(run_params(cfg))
     monitor = _system_metrics(run, tr)
     try:
