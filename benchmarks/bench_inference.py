@@ -35,21 +35,26 @@ from exatrkx_sweeps.report import RunReport
 from exatrkx_sweeps.stages.base import EventGraph, RunContext
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:
-    """GFLOP/s of square n x n matrix products in ``dtype`` on this machine's CPU."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 8, device: str = "cpu") -> float:
+    """GFLOP/s of square n x n matrix products in ``dtype`` on ``device``."""
+    if device != "cpu":
+        n, reps = 8192, 20
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     a @ b
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def stage_flops(cfg: dict) -> dict[str, float]:
+def stage_flops(cfg: dict, device: str = "cpu") -> dict[str, float]:
     """Floating-point operations per test event of each stage (from the stage cache)."""
     cache_root = Path(cfg["cache"].get("dir") or default_dir())
     events = pipeline.load_events(cfg, cache_root, progress=False)
-    ctx = RunContext()
+    ctx = RunContext(device=torch.device(device))
     fitted = pipeline.fit_stages(ctx, cfg, events, StageCache(cache_root), Profiler(ctx.device), RunReport())
     flops = {f.stage.name: 0.0 for f in fitted}
     for d in events.test:
@@ -119,12 +124,17 @@ def main() -> None:
     peak_table(*last)
 
 
-def peak_table(cfg: dict, m: dict) -> None:
+def peak_table(cfg: dict, m: dict, device: str = "cpu") -> None:
     """Per stage at the last pile-up: time, FLOPs, GFLOP/s and the share of the peak."""
-    peaks = {"32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"\nmatrix-product peak here: fp32 {peaks['32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    peaks = {
+        "32": matmul_peak(torch.float32, device=device),
+        "bf16": matmul_peak(torch.bfloat16, device=device),
+    }
+    print(
+        f"\nmatrix-product peak ({device}): fp32 {peaks['32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
     scoring = "bf16" if (cfg.get("eval") or {}).get("precision") == "bf16" else "32"
-    flops = stage_flops(cfg)
+    flops = stage_flops(cfg, device)
     print(f"{'stage':>10} {'s/event':>9} {'GFLOP/event':>12} {'GFLOP/s':>9} {'of peak':>8}")
     for name, f in flops.items():
         t = m[f"time_infer_{name}_s"]

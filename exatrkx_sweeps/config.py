@@ -126,6 +126,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             margin=checks.POSITIVE,
             train_knn=checks.integer(1),
             random_ratio=checks.number(0),
+            sub_events=checks.integer(1, 64),
             pos_weight=checks.POSITIVE,
             radius=checks.POSITIVE,
             knn=checks.integer(1),
@@ -165,6 +166,8 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "device": checks.text(),  # checked with the precision by check_device below
             "threads": checks.optional(checks.integer(1)),
             "events_per_step": checks.integer(1),
+            "sectors": checks.integer(1, 64),
+            "sector_halo": checks.number(0),
             "devices": checks.integer(1),
         },
         "tracking": {

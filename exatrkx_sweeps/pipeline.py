@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from . import distributed
+from . import allocator, distributed
 from .cache import StageCache, default_dir, stage_key
 from .config import plain
 from .data.dataset import EventStore, processing_key
@@ -165,6 +165,7 @@ def _join(cfg: dict) -> tuple[distributed.World, torch.device]:
     elif world.size > 1 and device.type == "cpu":  # the node's cores shared by its ranks
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
     distributed.init(world, device)
+    allocator.keep_freed_memory()
     return world, device
 
 

@@ -20,6 +20,7 @@ from ..models.mlp import make_mlp
 from .base import EventGraph, Input, NetworkStage, RunContext, Settings, state_dict
 from .common import n_node_inputs, node_columns, node_inputs, step_events, val_edge_metrics
 from .neighbours import build_edges, radius_neighbours
+from .subevents import particle_groups, sub_event
 
 
 class EmbeddingNet(nn.Module):
@@ -60,25 +61,27 @@ class Embedding(NetworkStage):
         model = build_model(s).to(ctx.device)
         dp.sync(model)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
-        reflect = tuple(s["reflect"])
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total = 0.0
-            for step in dp.steps(epoch_order(s["seed"], epoch, len(train))):
+            # a step's unit is one particle group of one event (embedding.sub_events; 1: the event)
+            items = [
+                (i, k) for i in epoch_order(s["seed"], epoch, len(train)) for k in range(s["sub_events"])
+            ]
+            current: dict[int, list] = {}  # this rank's current event: its groups' pairs
+            for step in dp.steps(items):
                 opt.zero_grad()
-                for i in step:
-                    gen = event_generator(s["seed"], epoch, i)
-                    data = random_reflect(train[i].data, reflect, gen)
-                    emb = model(node_inputs(data, s["use_cells"], ctx.device))
-                    pairs, y = _pairs(data, emb, s, gen)
-                    dev = ctx.device
-                    loss = hinge_loss(emb, pairs.to(dev), y.to(dev), s["margin"], s["pos_weight"])
+                for i, k in step:
+                    if i not in current:
+                        current = {i: _group_pairs(model, train[i].data, s, epoch, i, ctx.device)}
+                    x, pairs, y = current[i][k]
+                    loss = hinge_loss(model(x), pairs, y, s["margin"], s["pos_weight"])
                     loss.backward()
                     total += float(loss.detach())
                 if dp.average(model, len(step)):
                     opt.step()
             (total,) = dp.total(total)
-            metrics = {"loss": total / max(len(train), 1)}
+            metrics = {"loss": total / max(len(items), 1)}
             if val and ctx.world.main:
                 metrics.update(validate(model, s, [ev.data for ev in val], ctx.device))
             ctx.epoch_done(self.name, epoch, metrics)
@@ -107,6 +110,22 @@ def build_model(s: Settings) -> EmbeddingNet:
         s["activation"],
         s["normalize"],
     )
+
+
+def _group_pairs(model, data: Data, s: Settings, epoch: int, index: int, device) -> list[tuple]:
+    """Training event ``index``'s pairs in an epoch, one (hit inputs, pairs over those
+    hits, labels) per particle group (subevents.py), hard negatives mined within the
+    group; every draw comes from the event's own generator (the same on any rank)."""
+    gen = event_generator(s["seed"], epoch, index)
+    data = random_reflect(data, tuple(s["reflect"]), gen)
+    out = []
+    for hits in particle_groups(data.pid, s["sub_events"], gen):
+        group = sub_event(data, hits) if s["sub_events"] > 1 else data
+        x = node_inputs(group, s["use_cells"], device)
+        with torch.no_grad():
+            pairs, y = _pairs(group, model(x), s, gen)
+        out.append((x, pairs.to(device), y.to(device)))
+    return out
 
 
 def _pairs(data: Data, emb: torch.Tensor, s: Settings, gen: torch.Generator):

@@ -39,6 +39,7 @@ from .common import (
     step_events,
     val_edge_metrics,
 )
+from .subevents import hit_phi, sector_masks, sector_settings, subgraph
 
 
 class GNN(NetworkStage):
@@ -61,6 +62,7 @@ class GNN(NetworkStage):
                 "checkpointing": bool(train["checkpointing"]),
                 "seed": cfg["seed"],
                 "step_events": step_events(cfg),
+                **sector_settings(train),
             },
             apply={"edge_cut": cfg["tracks"]["edge_cut"], "infer_precision": infer_precision(cfg)},
         )
@@ -81,24 +83,28 @@ class GNN(NetworkStage):
         scaler = grad_scaler(precision, device)
         targets = [edge_targets(ev.data, ev.edges, s["truth"]) for ev in train]
         pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
-        reflect = tuple(s["reflect"])
+        # a step's unit is one sector of one event (train.sectors; 1: the whole event)
+        parts = [_sectors(ev, s) for ev in train]
         saved = 0  # largest activation memory of a step in the first epoch (bytes)
         for epoch in ctx.epochs(s["epochs"], self.name):
             model.train()
             total = 0.0
-            order = [i for i in epoch_order(s["seed"], epoch, len(train)) if train[i].edges.shape[1]]
-            for step in dp.steps(order):
+            items = [
+                (i, k)
+                for i in epoch_order(s["seed"], epoch, len(train))
+                for k, (core, _) in enumerate(parts[i])
+                if core.any()
+            ]
+            current: dict[int, list] = {}  # this rank's current event: its sectors' batches
+            for step in dp.steps(items):
                 opt.zero_grad()
-                for i in step:
-                    edges, gen = train[i].edges, event_generator(s["seed"], epoch, i)
-                    data = random_reflect(train[i].data, reflect, gen)
-                    y = targets[i].to(device)
-                    w = None
-                    if s["edge_weighting"]:
-                        w = edge_weights(data, edges, y.cpu(), s["edge_weight_p"]).to(device)
+                for i, k in step:
+                    if i not in current:
+                        current = {i: _sector_batches(train[i], targets[i], parts[i], s, epoch, i, device)}
+                    x, edges, attr, y, w, in_core = current[i][k]
                     with saved_for_backward() if epoch == 0 else nullcontext([0]) as box:
                         with autocast(precision, device):
-                            logits = forward(model, data, edges, s, device)
+                            logits = model(x, edges, attr)[in_core]
                         loss = loss_fn(logits, y, w, pos_weight)
                     saved = max(saved, box[0])
                     scaler.scale(loss).backward()
@@ -108,7 +114,7 @@ class GNN(NetworkStage):
                     scaler.update()
             sched.step()
             (total,) = dp.total(total)
-            metrics = {"loss": total / max(len(train), 1), "saved_mb": saved / 2**20}
+            metrics = {"loss": total / max(len(items), 1), "saved_mb": saved / 2**20}
             if val and ctx.world.main:
                 metrics.update(validate(model, s, val, device))
             ctx.epoch_done(self.name, epoch, metrics)
@@ -147,6 +153,38 @@ def build_model(s: Settings, checkpointing: bool = False) -> nn.Module:
         checkpointing=checkpointing,
         **kwargs,
     )
+
+
+def _sectors(ev: EventGraph, s: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(core, window) edge masks of each sector of the edges' source hits."""
+    phi = hit_phi(ev.data.pos)[ev.edges[0]]
+    return sector_masks(phi, s["sectors"], s["sector_halo"] or 0.0)
+
+
+def _sector_batches(ev: EventGraph, y, parts, s: Settings, epoch: int, index: int, device) -> list[tuple]:
+    """Training event ``index``'s batches in an epoch, one per sector: the model's inputs
+    on the sector's window (hit inputs, renumbered edges, edge attributes), then the core
+    edges' labels and weights and where they sit in the window. Every draw comes from the
+    event's own generator (the same on whichever rank takes it)."""
+    gen = event_generator(s["seed"], epoch, index)
+    data = random_reflect(ev.data, tuple(s["reflect"]), gen)
+    w = edge_weights(data, ev.edges, y, s["edge_weight_p"]) if s["edge_weighting"] else None
+    x = node_inputs(data, s["use_cells"], device)
+    attr = edge_attributes(data, ev.edges, s["hough"], device)
+    out = []
+    for core, window in parts:
+        hits, local = subgraph(ev.edges[:, window])
+        out.append(
+            (
+                x[hits.to(device)],
+                local.to(device),
+                attr[window.to(device)],
+                y[core].to(device),
+                None if w is None else w[core].to(device),
+                core[window].to(device),
+            )
+        )
+    return out
 
 
 def forward(model, data: Data, edges: torch.Tensor, s: Settings, device) -> torch.Tensor:

@@ -1,0 +1,109 @@
+"""Full PU200 inference on a CUDA GPU, per stage, with the models trained on the CPU.
+
+On the CPU machine, after the full-scale run (``python -m exatrkx_sweeps data=sim_pu200``):
+
+    python benchmarks/bench_pu200_gpu.py --pack benchmarks/pu200_models   # its fitted stages, < 1 MB
+
+On the GPU machine (the folder travels with the checkout):
+
+    pip install -e ".[gpu]"   # optional: faiss-gpu, cugraph (else torch's CUDA search, scipy)
+    python benchmarks/bench_pu200_gpu.py --models benchmarks/pu200_models [--events 4] [key=value ...]
+
+It puts the fitted stages in a fresh stage cache, simulates the setting's events (the
+training events too: the stage chain applies each fitted stage to them, on the GPU, as
+it would to fit the next), runs the test events through every stage on the GPU (radius
+search with faiss-gpu or torch, filter and GNN under the setting's bf16 autocast,
+connected components with cugraph or scipy) and prints, per stage: seconds per event,
+edges after it, GFLOP per event, GFLOP/s and the share of the GPU's matrix-product peak
+measured here; then the physics, and the seed's anchors: 1.11 s per event on a V100,
+0.86 s in the ACTS plugin. Without ``--models`` it first trains the setting on the GPU
+(tens of minutes). Without CUDA it runs on the CPU, for a dry run of the script.
+A few minutes on a GPU machine, set-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_inference import peak_table
+from hydra import compose, initialize_config_module
+
+from exatrkx_sweeps import pipeline
+from exatrkx_sweeps.cache import default_dir
+from exatrkx_sweeps.config import validate
+
+FITTED = ("embedding", "graph", "filter", "gnn")  # the stage entries of the cache worth carrying
+SEED_ANCHORS = "seed: 1.11 s per event on a V100 (16 GB), 0.86 s in the ACTS plugin"
+
+
+def pack(cache_dir: Path, out: Path) -> None:
+    """Copy the fitted stages (not events, not per-event outputs) of a stage cache."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for name in FITTED:
+        for f in (cache_dir / "stages").glob(f"{name}-*"):
+            if f.suffix in (".pt", ".sha256"):
+                shutil.copy2(f, out / f.name)
+                n += f.suffix == ".pt"
+    if not n:
+        sys.exit(f"error: no fitted stages under {cache_dir / 'stages'}; run the full-scale setting first.")
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"{n} fitted stages ({size:.1f} MB) in {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pack", type=Path, help="copy the fitted stages of --cache here, and stop")
+    ap.add_argument("--cache", type=Path, default=None, help="stage cache to pack (default: the user's)")
+    ap.add_argument("--models", type=Path, help="a folder made by --pack")
+    ap.add_argument("--events", type=int, default=None, help="test events (default: the setting's)")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    if args.pack:
+        return pack(args.cache or default_dir(), args.pack)
+    t_start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU (no CUDA here: a dry run)'}")
+    cache = Path(tempfile.mkdtemp(prefix="pu200_gpu_"))
+    if args.models:
+        (cache / "stages").mkdir(parents=True)
+        for f in args.models.iterdir():
+            shutil.copy2(f, cache / "stages" / f.name)
+    overrides = [
+        "data=sim_pu200",
+        f"train.device={device}",
+        f"cache.dir={cache}",
+        "tracking.enabled=false",
+        *([f"data.n_test={args.events}"] if args.events else []),
+        *args.overrides,
+    ]
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        cfg = validate(compose("config", overrides=overrides))
+    report = pipeline.run(cfg, progress=True)
+    m, info = report.metrics, report.info
+    trained = [s for s in ("embedding", "filter", "gnn") if not report.cache_hits.get(s)]
+    print(report.summary_table())
+    backends = f"graph {info['graph_backend']}, tracks {info['tracks_backend']}"
+    print(f"backends: {backends}; trained here: {trained or 'none'}")
+    print(f"\nper event ({m['hits_per_event']:.0f} hits), on {device}:")
+    for name in ("graph", "filter", "gnn", "tracks"):
+        edges = m.get(f"edges_per_event_{'embedding' if name == 'graph' else name}")
+        shown = f", {edges:,.0f} edges after it" if edges is not None and name != "tracks" else ""
+        print(f"  {name:>7}: {m[f'time_infer_{name}_s']:.3f} s{shown}")
+    print(f"  total  : {m['time_infer_total_s']:.3f} s per event ({SEED_ANCHORS})")
+    peaks = {k: round(v) for k, v in m.items() if k.startswith("cuda_peak")}
+    if peaks:
+        print(f"CUDA peak memory (MB): {peaks}")
+    peak_table(cfg, m, device)
+    print(f"\nwall time, set-up included: {time.perf_counter() - t_start:.0f} s")
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
