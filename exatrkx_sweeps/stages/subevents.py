@@ -44,12 +44,14 @@ def sector_masks(phi: torch.Tensor, sectors: int, halo: float = 0.0) -> list[tup
         every = torch.ones_like(phi, dtype=torch.bool)
         return [(every, every)]
     width = 2 * math.pi / sectors
+    # one sector index per item: a border value belongs to exactly one sector
+    index = torch.remainder(torch.floor((phi + math.pi) / width).long(), sectors)
     out = []
     for k in range(sectors):
         centre = -math.pi + (k + 0.5) * width
         d = torch.remainder(phi - centre + math.pi, 2 * math.pi) - math.pi  # signed, wrapped
-        core = (d >= -width / 2) & (d < width / 2)
-        out.append((core, core | (d.abs() <= width / 2 + halo)))
+        core = index == k
+        out.append((core, core | (d.abs() <= width / 2 + halo) if halo > 0 else core))
     return out
 
 

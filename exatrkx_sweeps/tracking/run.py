@@ -35,6 +35,7 @@ _NO_ANSWER = (
     "Max retries exceeded",
     "Connection refused",
     "Connection reset",
+    "Connection aborted",
     "timed out",
     "OperationalError",
 )
@@ -125,17 +126,7 @@ class Run:
     def _call(self, method: str, *args, **kwargs):
         """``self.client.<method>(...)``; a server or database that stopped answering
         (after MLflow's own retries) is one TrackingError naming it."""
-        try:
-            return getattr(self.client, method)(*args, **kwargs)
-        except Exception as exc:
-            text = str(exc)
-            if any(s in text for s in _NO_ANSWER):
-                reason = next((s for s in _NO_ANSWER if s in text), "")
-                raise TrackingError(
-                    f"tracking.uri={redact(self.uri)}: the tracking store stopped answering ({reason}, "
-                    f"after MLflow's retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
-                ) from None
-            raise
+        return answered(self.uri, getattr(self.client, method), *args, **kwargs)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
@@ -208,16 +199,36 @@ def open_parent(
     return run
 
 
+def answered(uri: str, call, *args, **kwargs):
+    """``call(...)`` on the store at ``uri``; a server or database that stopped answering
+    (after MLflow's own retries) is one TrackingError naming it."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:
+        text = str(exc)
+        reason = next((s for s in _NO_ANSWER if s in text), None)
+        if reason is None:
+            raise
+        raise TrackingError(
+            f"tracking.uri={redact(uri)}: the tracking store stopped answering ({reason}, "
+            f"after MLflow's retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
+        ) from None
+
+
 def reap_orphans(uri: str, experiment: str) -> list[str]:
     """End as KILLED the runs of this host still RUNNING whose process is gone (killed
     outright, SIGKILL: nothing could close them). Parent runs are left to their sweeps."""
     mlflow = client(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
+    exp = answered(uri, mlflow.get_experiment_by_name, experiment)
     if exp is None:
         return []
     host = platform.node()
-    running = mlflow.search_runs(
-        [exp.experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    running = answered(
+        uri,
+        mlflow.search_runs,
+        [exp.experiment_id],
+        f"attributes.status = 'RUNNING' and tags.host = '{host}'",
+        max_results=1000,
     )
     reaped = []
     for r in running:
