@@ -16,9 +16,11 @@ search with faiss-gpu or torch, filter and GNN under the setting's bf16 autocast
 connected components with cugraph or scipy) and prints, per stage: seconds per event,
 edges after it, GFLOP per event, GFLOP/s and the share of the GPU's matrix-product peak
 measured here; then the physics, and the seed's anchors: 1.11 s per event on a V100,
-0.86 s in the ACTS plugin. Without ``--models`` it first trains the setting on the GPU
-(tens of minutes). Without CUDA it runs on the CPU, for a dry run of the script.
-A few minutes on a GPU machine, set-up included.
+0.86 s in the ACTS plugin. The fitted stages are found only with the code that trained
+them (a cache key holds the code's fingerprint): pack and run at the same commit; a
+stage it had to train is named in the output ("trained here"). Without ``--models`` it
+first trains the setting on the GPU (tens of minutes). Without CUDA it runs on the CPU,
+for a dry run of the script. A few minutes on a GPU machine, set-up included.
 """
 
 from __future__ import annotations
