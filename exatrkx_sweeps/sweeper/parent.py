@@ -20,6 +20,7 @@ from ..dashboards import page
 from ..dashboards.build import build
 from ..dashboards.runs import DashboardError
 from ..dashboards.study import optuna_figures
+from ..locks import file_lock
 from ..redaction import redact
 from ..tracking.run import Run, open_parent
 from ..tracking.store import resolve_uri
@@ -41,22 +42,24 @@ class StudyParent:
     def open(cls, tr: Mapping, study: optuna.Study, sweep_dir: str | Path, storage: str) -> StudyParent:
         experiment = tr.get("experiment", "exatrkx")
         objectives = zip(study.user_attrs.get("objectives") or [], study.directions, strict=False)
-        run = open_parent(
-            resolve_uri(tr.get("uri")),
-            experiment,
-            sweep_dir,
-            name=study.user_attrs.get("title") or study.study_name,
-            tags={
-                "study": study.study_name,
-                "optuna_storage": redact(storage),
-                "kind": study.user_attrs.get("kind", "search"),
-                "objectives": ",".join(f"{m}:{d.name.lower()}" for m, d in objectives),
-                "description": study.user_attrs.get("description", ""),
-            },
-            run_id=study.user_attrs.get(PARENT_ATTR),
-        )
-        if study.user_attrs.get(PARENT_ATTR) != run.run_id:
-            study.set_user_attr(PARENT_ATTR, run.run_id)
+        # workers started together share the sweep directory: one of them creates the run
+        with file_lock(Path(sweep_dir) / ".mlflow_parent.lock", remove=True):
+            run = open_parent(
+                resolve_uri(tr.get("uri")),
+                experiment,
+                sweep_dir,
+                name=study.user_attrs.get("title") or study.study_name,
+                tags={
+                    "study": study.study_name,
+                    "optuna_storage": redact(storage),
+                    "kind": study.user_attrs.get("kind", "search"),
+                    "objectives": ",".join(f"{m}:{d.name.lower()}" for m, d in objectives),
+                    "description": study.user_attrs.get("description", ""),
+                },
+                run_id=study.user_attrs.get(PARENT_ATTR),  # read under the lock: another worker's run
+            )
+            if study.user_attrs.get(PARENT_ATTR) != run.run_id:
+                study.set_user_attr(PARENT_ATTR, run.run_id)
         return cls(run, experiment, storage, study)
 
     def trial_finished(self, trial_id: int, judged: Judged) -> None:
