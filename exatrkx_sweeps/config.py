@@ -156,6 +156,7 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
         },
         "augment": {
             "hough": checks.choice(*HOUGH_MODES),
+            "triplets": checks.boolean(),
             "reflect": checks.subset(REFLECT_AXES),
             "edge_weighting": checks.boolean(),
             "edge_weight_p": checks.number(0),

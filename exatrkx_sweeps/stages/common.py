@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Data
 
 from .. import devices
-from ..augment import hough
+from ..augment import hough, triplets
 from ..data.features import CELL_COLUMNS, CELL_SCALE, NODE_COLUMNS, PAIR_COLUMNS, PAIR_FEATURES, pair_features
 from ..data.truth import label_edges
 from ..metrics.edges import EdgeCounts
@@ -32,24 +32,29 @@ def node_columns(use_cells: bool) -> tuple[str, ...]:
     return (*NODE_COLUMNS, *(CELL_COLUMNS if use_cells else ()))
 
 
-def edge_columns(hough_mode: str) -> tuple[str, ...]:
+def edge_columns(hough_mode: str, use_triplets: bool = False) -> tuple[str, ...]:
     """What each column of :func:`edge_attributes` is."""
-    return (*PAIR_COLUMNS, *hough.COLUMNS[hough_mode])
+    return (*PAIR_COLUMNS, *hough.COLUMNS[hough_mode], *(triplets.COLUMNS if use_triplets else ()))
 
 
-def edge_attributes(data: Data, edges: torch.Tensor, hough_mode: str, device) -> torch.Tensor:
-    """(E, 6 + Hough) edge features: the pair geometry, then the Hough features if enabled."""
+def edge_attributes(
+    data: Data, edges: torch.Tensor, hough_mode: str, device, use_triplets: bool = False
+) -> torch.Tensor:
+    """(E, 6 + Hough + triplets) edge features: the pair geometry, then the Hough
+    features and the triplet features (of ``edges`` as a graph) if enabled."""
     pos = data.pos.to(device)
     edges = edges.to(device)
     parts = [pair_features(pos, edges)]
     h = hough.edge_features(pos, edges, hough_mode)
     if h is not None:
         parts.append(h)
+    if use_triplets:
+        parts.append(triplets.edge_features(pos, edges))
     return torch.cat(parts, dim=1)
 
 
-def n_edge_attributes(hough_mode: str) -> int:
-    return len(PAIR_FEATURES) + hough.n_features(hough_mode)
+def n_edge_attributes(hough_mode: str, use_triplets: bool = False) -> int:
+    return len(PAIR_FEATURES) + hough.n_features(hough_mode) + (triplets.N_FEATURES if use_triplets else 0)
 
 
 def infer_precision(cfg) -> str:

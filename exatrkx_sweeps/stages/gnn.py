@@ -3,7 +3,7 @@ any model registered in :data:`~exatrkx_sweeps.models.GNN_MODELS` (``gnn.model``
 
 Trains on the filtered graphs, one event per step, with binary cross-entropy (positive
 weight, optional per-edge weights from ``augment.edge_weighting``), optional random
-reflections, Hough edge features, mixed precision (``train.precision``) and gradient
+reflections, Hough and triplet edge features, mixed precision (``train.precision``) and gradient
 checkpointing (``train.checkpointing``). After every epoch the validation edge
 efficiency / purity at ``tracks.edge_cut`` go to the epoch callback (training curves,
 pruning). Applied, it keeps the edges scoring above ``tracks.edge_cut``.
@@ -54,6 +54,7 @@ class GNN(NetworkStage):
                 **{k: v for k, v in cfg["gnn"].items() if k in GNN_TRAINING_KEYS},
                 "model_settings": {k: v for k, v in cfg["gnn"].items() if k not in GNN_TRAINING_KEYS},
                 "hough": aug["hough"],
+                "triplets": bool(aug.get("triplets", False)),
                 "reflect": list(aug["reflect"]),
                 "edge_weighting": bool(aug["edge_weighting"]),
                 # p shapes the weights only when weighting is on: off, any p is one model
@@ -124,7 +125,7 @@ class GNN(NetworkStage):
         return build_model(s)
 
     def network_inputs(self, s: Settings) -> list[Input]:
-        nodes, edges = node_columns(s["use_cells"]), edge_columns(s["hough"])
+        nodes, edges = node_columns(s["use_cells"]), edge_columns(s["hough"], s["triplets"])
         return [
             Input("x", ("nodes", len(nodes)), columns=nodes),
             Input("edge_index", (2, "edges"), "int64", ("source hit", "target hit")),
@@ -149,7 +150,7 @@ def build_model(s: Settings, checkpointing: bool = False) -> nn.Module:
     check_arguments(accepted, kwargs, "gnn", f"gnn.model={s['model']}")
     return cls(
         node_dim=n_node_inputs(s["use_cells"]),
-        edge_dim=n_edge_attributes(s["hough"]),
+        edge_dim=n_edge_attributes(s["hough"], s["triplets"]),
         checkpointing=checkpointing,
         **kwargs,
     )
@@ -170,7 +171,7 @@ def _sector_batches(ev: EventGraph, y, parts, s: Settings, epoch: int, index: in
     data = random_reflect(ev.data, tuple(s["reflect"]), gen)
     w = edge_weights(data, ev.edges, y, s["edge_weight_p"]) if s["edge_weighting"] else None
     x = node_inputs(data, s["use_cells"], device)
-    attr = edge_attributes(data, ev.edges, s["hough"], device)
+    attr = edge_attributes(data, ev.edges, s["hough"], device, s["triplets"])
     out = []
     for core, window in parts:
         hits, local = subgraph(ev.edges[:, window])
@@ -189,7 +190,7 @@ def _sector_batches(ev: EventGraph, y, parts, s: Settings, epoch: int, index: in
 
 def forward(model, data: Data, edges: torch.Tensor, s: Settings, device) -> torch.Tensor:
     edges = edges.to(device)
-    attr = edge_attributes(data, edges, s["hough"], device)
+    attr = edge_attributes(data, edges, s["hough"], device, s["triplets"])
     return model(node_inputs(data, s["use_cells"], device), edges, attr)
 
 
