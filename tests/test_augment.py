@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from exatrkx_sweeps.augment import hough
+from exatrkx_sweeps.augment import hough, triplets
 from exatrkx_sweeps.augment.reflection import random_reflect, reflect
 from exatrkx_sweeps.augment.weighting import edge_weights, hit_importance
 from exatrkx_sweeps.config import validate
@@ -61,6 +61,46 @@ def test_hough_changes_model_inputs():
     (f0, g0), (fp, gp), (fv, gv) = first_layers("none"), first_layers("params"), first_layers("votes")
     assert fp == f0 + 5 and fv == f0 + 7
     assert gp == g0 + 5 and gv == g0 + 7
+    cfg = validate(tiny_cfg("augment.triplets=true"))  # the GNN's edges only
+    assert filtering.build_model(filtering.Filter().settings(cfg))[0].in_features == f0
+    assert gnn.build_model(gnn.GNN().settings(cfg)).edge_encoder[0].in_features == g0 + triplets.N_FEATURES
+
+
+def test_triplet_pairs_join_every_edge_into_a_hit_with_every_edge_out():
+    g = torch.Generator().manual_seed(1)
+    edges = torch.randint(0, 30, (2, 120), generator=g)
+    a, b = triplets.consecutive_pairs(edges, 30)
+    want = {(i, j) for i in range(120) for j in range(120) if edges[1, i] == edges[0, j]}
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == want and len(a) == len(want)
+
+
+def test_triplet_features_rank_the_track_continuation_first(small_event, detector):
+    """Each hit's true next hit against the hits of other particles nearest to it: in a
+    simulated event the true edge bends least with the edges before and after it."""
+    from scipy.spatial import cKDTree
+
+    d = select(process_event(small_event, detector), 0.0, 1.0)
+    true = d.track_edges
+    _, near = cKDTree(d.pos.numpy()).query(d.pos[true[1]].numpy(), k=8)
+    near = torch.from_numpy(near[:, 1:])
+    src = true[0].unsqueeze(1).expand_as(near)
+    other = d.pid[near] != d.pid[true[1]].unsqueeze(1)
+    edges = torch.cat([true, torch.stack([src[other], near[other]])], 1)
+    f = triplets.edge_features(d.pos, edges)
+    assert f.shape == (edges.shape[1], 4) and f.min() >= 0 and f.max() <= 1
+    n_true = true.shape[1]
+    cost = f[:, 0] + f[:, 1]
+    best = torch.full((d.num_nodes,), 2.0).scatter_reduce(0, edges[0], cost, reduce="amin")
+    inner = (f[:n_true, 0] < 1) & (f[:n_true, 1] < 1)  # true edges with edges before and after
+    first = cost[:n_true] <= best[true[0]]
+    assert first[inner].float().mean() > 0.85  # measured 0.92
+    assert first[inner & (d.pt[true[0]] > 0.5)].float().mean() > 0.9  # measured 0.96
+    # compatible neighbours: true edges have them, the fakes hardly ever (20 times fewer)
+    assert f[:n_true, 3].mean() > 5 * f[n_true:, 3].mean()
+    # an edge with nothing before it gets the cap
+    starts = ~torch.isin(edges[0], edges[1])
+    assert starts.any() and torch.allclose(f[starts, 0], torch.tensor(1.0))
+    assert triplets.edge_features(d.pos, edges[:, :0]).shape == (0, 4)
 
 
 def test_reflections(small_event, detector):
