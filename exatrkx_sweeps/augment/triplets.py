@@ -1,8 +1,8 @@
 """Triplet edge features (``augment.triplets``, the GNN's edges).
 
-A pair of hits says little about a track in a dense event: at pile-up 200 the true
-next hit of a particle above 0.5 GeV is the filter's best-scored outgoing edge only
-62% of the time (README, "The full-scale setting"). Three hits say much more: two
+A pair of hits says little about a track in a dense event: at pile-up 200 only 57% of
+the true edges above 0.5 GeV are their hit's best-scored outgoing edge after the filter
+(``benchmarks/bench_losses.py``; README, "The full-scale setting"). Three hits say more: two
 consecutive segments of a track bend little, by about L / R in the transverse plane
 (R = 0.83 m at 0.5 GeV in the 2 T field) and only by multiple scattering in theta.
 
