@@ -69,7 +69,8 @@ def main() -> None:
     events = pipeline.load_events(cfg, cache_root, progress=False)
     ctx = RunContext(device=torch.device("cpu"))
     fitted = pipeline.fit_stages(ctx, cfg, events, StageCache(cache_root), Profiler(ctx.device), RunReport())
-    min_hits = int(cfg["tracks"]["min_track_hits"])
+    tracks = cfg["tracks"]
+    min_hits = int(tracks["min_track_hits"])
     rows: dict[str, list[list[float]]] = {}
     final = []
     for d in events.test:
@@ -80,7 +81,9 @@ def main() -> None:
             if not name:
                 continue
             y = edge_targets(d, ev.edges, "module").bool()
-            oracle = label_hits(d.num_nodes, ev.edges, y.float(), 0.5, "scipy", True, 0)
+            # the configured track building on the true edges alone
+            junctions = (tracks["resolve_junctions"], tracks["junction_rounds"])
+            oracle = label_hits(d.num_nodes, ev.edges, y.float(), 0.5, "scipy", *junctions)
             rank = ranked_first(d, ev.edges, ev.scores, y) if ev.scores is not None else float("nan")
             rows.setdefault(name, []).append(
                 [

@@ -14,7 +14,8 @@ k -> i that could precede it and over the edges j -> l that could follow it,
 between the two segments' directions, and how many of them are compatible (cost < 9).
 An edge with no partner on one side gets the cap. Pure geometry: the graph's own
 edges, no truth, the same at training and inference. The join has sum over hits of
-in-degree x out-degree entries (13 M at pile-up 200 and 9 edges per hit, 0.6 s).
+in-degree x out-degree entries: 14.6 M for the 1.2 M edges of a pile-up 200 event
+after the filter, 0.9 s on 2 cores.
 """
 
 from __future__ import annotations
