@@ -194,8 +194,12 @@ def open_parent(
             **provenance_tags(),
         }
         run = Run.create(uri, experiment, run_name=name, tags=all_tags)
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    (Path(sweep_dir) / PARENT_FILE).write_text(run.run_id)
+    d = Path(sweep_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    # atomically: a trial of another worker reading it mid-write would see no parent
+    tmp = d / f"{PARENT_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(run.run_id)
+    tmp.replace(d / PARENT_FILE)
     return run
 
 
