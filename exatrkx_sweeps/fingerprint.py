@@ -5,6 +5,10 @@ import, transitively, within their own top-level package and ``exatrkx_sweeps``
 (third-party libraries are left out: their versions are pinned by the environment,
 not by this repository). Editing a model therefore changes the key of the stages that
 run it and of nothing upstream, without anyone bumping a version by hand.
+
+What is hashed is the code, not its text: the syntax tree without docstrings, so that
+editing a comment or a docstring does not throw away a cached training (the full-scale
+setting's takes over an hour).
 """
 
 from __future__ import annotations
@@ -25,6 +29,28 @@ def _source(name: str) -> str:
         return ""
     with open(spec.origin, encoding="utf-8") as f:
         return f.read()
+
+
+@cache
+def _code(name: str) -> str:
+    """The module's syntax tree without docstrings or comments (its source, if it does
+    not parse)."""
+    source = _source(name)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def _is_module(name: str) -> bool:
@@ -76,11 +102,11 @@ def closure(*modules: ModuleType | str) -> list[str]:
 
 
 def fingerprint(*modules: ModuleType | str) -> str:
-    """Short hash of the source of ``modules`` and their import closure."""
+    """Short hash of the code of ``modules`` and their import closure."""
     h = hashlib.sha256()
     for name in closure(*modules):
         h.update(name.encode())
         h.update(b"\0")
-        h.update(_source(name).encode())
+        h.update(_code(name).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]

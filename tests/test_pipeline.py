@@ -90,13 +90,28 @@ def test_module_map_graph(first_run):
 
 
 def _edited(monkeypatch, module: str) -> None:
-    """Make the code fingerprint see an edit of ``module`` (a comment appended)."""
-    real = fingerprint._source
+    """Make the code fingerprint see an edit of ``module`` (a statement appended)."""
+    real = fingerprint._code
 
-    def source(name: str) -> str:
-        return real(name) + ("\n# edited" if name == module else "")
+    def code(name: str) -> str:
+        return real(name) + ("\nEDITED = True" if name == module else "")
 
-    monkeypatch.setattr(fingerprint, "_source", source)
+    monkeypatch.setattr(fingerprint, "_code", code)
+
+
+def test_the_fingerprint_follows_the_code_not_its_comments_or_docstrings(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "fp_probe.py"
+
+    def key(text: str) -> str:
+        module.write_text(text)
+        fingerprint._source.cache_clear()
+        fingerprint._code.cache_clear()
+        return fingerprint.fingerprint("fp_probe")
+
+    base = key('"""A model."""\n\ndef f(x):\n    return 2 * x\n')
+    assert key('"""A model, documented."""\n\n\ndef f(x):  # doubles\n    """Twice x."""\n    return 2 * x\n') == base
+    assert key('"""A model."""\n\ndef f(x):\n    return 3 * x\n') != base
 
 
 def test_editing_a_model_misses_its_stage_and_hits_upstream(first_run, monkeypatch):
