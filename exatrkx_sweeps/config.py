@@ -153,6 +153,9 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "backend": checks.choice(*TRACK_BACKENDS),
             "resolve_junctions": checks.boolean(),
             "junction_rounds": checks.integer(0),
+            "bend_weight": checks.boolean(),
+            "bend_sigma_phi": checks.POSITIVE,
+            "bend_sigma_theta": checks.POSITIVE,
         },
         "augment": {
             "hough": checks.choice(*HOUGH_MODES),

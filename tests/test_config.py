@@ -22,6 +22,7 @@ from .helpers import tiny_cfg
         (["graph.backend=annoy"], "graph.backend='annoy': must be one of auto, faiss, kdtree"),
         (["augment.hough=all"], "augment.hough='all': must be one of none, params, votes"),
         (["filter.truth=layer"], "filter.truth='layer': must be one of module, pid"),
+        (["tracks.bend_sigma_phi=0"], "tracks.bend_sigma_phi=0: must be a number > 0"),
         (["train.device=gpu"], "train.device='gpu': must be auto, cpu or cuda[:N]"),
         (["train.device=cuda"], "train.device=cuda: no CUDA device is visible"),
         (["train.device=cpu", "train.precision=16-mixed"], "train.precision=16-mixed: needs a CUDA device"),
