@@ -13,7 +13,8 @@ GNN it prints, per event on average:
   perfect, i.e. track building on this graph's true edges only;
 * ranked first: the share of the event's true edges above 0.5 GeV that are still in
   the graph and score highest among their hit's outgoing edges, which is what
-  ``tracks.resolve_junctions`` keeps (filter and GNN only: the embedding has no score);
+  ``tracks.resolve_junctions`` would keep by score alone (the builder's bend weight,
+  ``tracks.bend_weight``, reorders them); filter and GNN only: the embedding has no score;
 
 then the technical efficiency the pipeline reaches. Extra key=value arguments are
 Hydra overrides of the trained configuration.

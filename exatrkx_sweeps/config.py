@@ -25,7 +25,7 @@ from .augment import HOUGH_MODES, REFLECT_AXES
 from .data import SOURCES, TRAINING_TRUTH
 from .data.simulate import SimulationConfig
 from .data.trackml import TrackMLFormatError, list_events
-from .devices import PRECISIONS, check_device, check_precision
+from .devices import PRECISIONS, check_device, check_precision, resolve_precision
 from .errors import ConfigError, one_line
 from .models import ACTIVATIONS, AGGREGATIONS, GNN_MODEL_INPUTS, GNN_MODELS
 from .registry import check_arguments
@@ -217,6 +217,10 @@ def validate(cfg: Mapping) -> dict:
     for group in _REQUIRED_GROUPS:
         if group not in cfg:
             raise ConfigError(f"{group}: missing config group.")
+    for group in ("train", "eval"):  # train.precision=32 on a command line is the number 32
+        value = (cfg.get(group) or {}).get("precision")
+        if isinstance(value, int) and not isinstance(value, bool):
+            cfg[group]["precision"] = str(value)
     full = schema(cfg)
     for key, value in cfg.items():
         if key in _OPTIONAL_GROUPS and key not in full:
@@ -226,8 +230,17 @@ def validate(cfg: Mapping) -> dict:
         _check(value, full[key], key)
     kind = check_device(cfg["train"]["device"], cfg["train"]["precision"])
     check_precision(str((cfg.get("eval") or {}).get("precision") or "32"), kind, key="eval.precision")
+    resolve_precisions(cfg, kind)
     _check_events(cfg)
     return cfg
+
+
+def resolve_precisions(cfg: dict, device_type: str, cuda_bf16: bool = False) -> None:
+    """``train.precision`` and ``eval.precision`` of ``auto`` made bf16 or 32 for the
+    device (devices.resolve_precision), in place, so that runs log and key what ran."""
+    cfg["train"]["precision"] = resolve_precision(cfg["train"]["precision"], device_type, cuda_bf16)
+    if cfg.get("eval") and cfg["eval"].get("precision") is not None:
+        cfg["eval"]["precision"] = resolve_precision(cfg["eval"]["precision"], device_type, cuda_bf16)
 
 
 def _check_events(cfg: Mapping[str, Any]) -> None:

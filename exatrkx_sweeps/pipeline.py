@@ -29,7 +29,7 @@ from torch_geometric.data import Data
 
 from . import allocator, distributed
 from .cache import StageCache, default_dir, stage_key
-from .config import plain
+from .config import plain, resolve_precisions
 from .data.dataset import EventStore, processing_key
 from .errors import ConfigError
 from .fingerprint import fingerprint
@@ -101,6 +101,8 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     torch.manual_seed(seed)
     world, device = _join(cfg)
     check_precision(str(cfg["train"].get("precision", "32")), device)
+    # auto on a device that config validation could not tell without torch (CUDA)
+    resolve_precisions(cfg, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report.curves.extend((stage, epoch, k, float(v)) for k, v in metrics.items())

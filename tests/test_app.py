@@ -166,7 +166,7 @@ def test_train_on_simulation_evaluate_on_trackml_directory(tmp_path, shared_cach
         ("gnn.iterations=0", "gnn.iterations=0: must be an integer >= 1"),
         ("filter.cut=1.5", "filter.cut=1.5: must be a number >= 0 and <= 1"),
         ("embedding.radius=-1", "embedding.radius=-1: must be a number > 0"),
-        ("train.precision=8", "train.precision=8: must be one of 32, bf16, 16-mixed"),
+        ("train.precision=8", "train.precision='8': must be one of auto, 32, bf16, 16-mixed"),
         ("augment.reflect=[w]", "augment.reflect"),
         ("tracking.uri=http://127.0.0.1:9", "no MLflow server answers"),
     ],

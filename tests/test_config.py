@@ -71,5 +71,28 @@ def test_devices_are_told_without_torch_on_this_cpu_build():
         devices.check_device("auto", "16-mixed")
     with pytest.raises(ConfigError, match="must be auto, cpu or cuda"):
         devices.check_device("cpu:1", "32")
-    with pytest.raises(ConfigError, match="train.precision='8': must be one of 32, bf16, 16-mixed"):
+    with pytest.raises(ConfigError, match="train.precision='8': must be one of auto, 32, bf16, 16-mixed"):
         devices.check_device("cpu", "8")
+
+
+def test_auto_precision_is_bf16_where_the_cpu_multiplies_bf16_natively(tmp_path, monkeypatch):
+    from exatrkx_sweeps import devices
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n")
+    assert devices.cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n")  # AVX-512 without BF16
+    assert not devices.cpu_has_bf16(info)
+    assert not devices.cpu_has_bf16(tmp_path / "missing")  # not Linux: no bf16 assumed
+    assert devices.resolve_precision("auto", "cuda", cuda_bf16=True) == "bf16"
+    assert devices.resolve_precision("auto", "cuda", cuda_bf16=False) == "32"
+    assert devices.resolve_precision("auto", "auto") == "auto"  # torch decides when the run starts
+    assert devices.resolve_precision("32", "cpu") == "32"  # an explicit precision stays
+    # validation resolves the default (auto) for the CPU, so that runs log and key what ran
+    for native, want in ((True, "bf16"), (False, "32")):
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda native=native: native)
+        cfg = validate(tiny_cfg("train.device=cpu"))
+        assert cfg["train"]["precision"] == want
+        assert cfg["eval"]["precision"] == "32"  # scoring stays fp32 unless asked
+        assert validate(tiny_cfg("train.device=cpu", "eval.precision=auto"))["eval"]["precision"] == want
+        assert validate(tiny_cfg("train.device=cpu", "train.precision=32"))["train"]["precision"] == "32"

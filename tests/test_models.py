@@ -93,5 +93,5 @@ def test_precisions():
     assert torch.isfinite(loss)
     with pytest.raises(ConfigError, match="16-mixed: needs a CUDA device"):
         check_precision("16-mixed", dev)
-    with pytest.raises(ConfigError, match="train.precision='8': must be one of 32, bf16, 16-mixed"):
+    with pytest.raises(ConfigError, match="train.precision='8': must be one of auto, 32, bf16, 16-mixed"):
         check_precision("8", dev)
