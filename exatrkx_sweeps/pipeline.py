@@ -101,8 +101,10 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     torch.manual_seed(seed)
     world, device = _join(cfg)
     check_precision(str(cfg["train"].get("precision", "32")), device)
-    # auto on a device that config validation could not tell without torch (CUDA)
-    resolve_precisions(cfg, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    # auto on a device that config validation could not tell without torch (CUDA): bf16
+    # only where the GPU has bf16 units (a V100 would emulate it)
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    resolve_precisions(cfg, device.type, cuda_bf16)
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report.curves.extend((stage, epoch, k, float(v)) for k, v in metrics.items())
