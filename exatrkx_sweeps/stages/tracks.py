@@ -8,9 +8,10 @@ outscores a true edge, splits one.
 
 With ``tracks.bend_weight`` (default) the matching goes by a score that also asks how
 smoothly each edge continues a track (:func:`bend_weighted`): at pile-up 200 (the
-validation event, cut 0.1) a better-scored fake took the hit of 5.8% of the true edges
-above 0.5 GeV that passed the cut, and 9 in 10 particles the builder lost were split
-in two. scipy on CPU; cugraph when it is installed and CUDA is present.
+validation event, cut 0.1, models without cell features) a better-scored fake took the
+hit of 5.8% of the true edges above 0.5 GeV that passed the cut, and 9 in 10 particles
+the builder lost were split in two. scipy on CPU; cugraph when it is installed and
+CUDA is present.
 Every hit gets a label (a hit with no kept edge is its own component); candidates are
 the components with at least ``tracks.min_track_hits`` hits (metrics/tracks.py).
 """
