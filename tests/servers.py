@@ -1,6 +1,7 @@
 """Real servers for the tests and benchmarks, started on this machine from Debian's
 packages and PyPI: PostgreSQL, an MLflow server (SQLite or PostgreSQL store) that can be
-killed and restarted, and a single-node SLURM cluster.
+killed and restarted, a proxy in front of it that loses answers, and a single-node SLURM
+cluster.
 
 ``.ci/run`` installs what they need (postgresql, slurmctld, slurmd, slurm-client,
 munge); where something is missing they raise :class:`Missing`, and the fixtures fail
@@ -18,10 +19,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class Missing(RuntimeError):
@@ -129,6 +132,93 @@ class MlflowServer:
 
     def __exit__(self, *exc) -> None:
         self.kill(signal.SIGTERM)
+
+
+class LosingProxy:
+    """A TCP proxy in front of an HTTP server that loses chosen answers the way a server
+    killed as it answers does: the request reaches the server and is done there, then
+    the client gets only the status line and headers (``headers=True``) or nothing, and
+    a closed connection. :meth:`lose` arms one loss for the next request whose path
+    contains a fragment; :attr:`lost` lists the requests whose answer was lost."""
+
+    def __init__(self, upstream: str):
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.armed: list[tuple[str, bool]] = []
+        self.lost: list[str] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def lose(self, fragment: str, headers: bool = True) -> None:
+        with self._lock:
+            self.armed.append((fragment, headers))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(self.upstream)
+            state: dict = {"cut": None}  # the answer to lose on this connection: headers or not
+            threading.Thread(target=self._requests, args=(client, upstream, state), daemon=True).start()
+            threading.Thread(target=self._answers, args=(upstream, client, state), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, state: dict) -> None:
+        # HTTP/1.1 clients send a request once the previous answer is read: an answer
+        # that comes after a request line is that request's
+        while data := _recv(client):
+            for line in data.split(b"\r\n"):
+                parts = line.split(b" ")
+                if len(parts) == 3 and parts[2].startswith(b"HTTP/1."):
+                    path = parts[1].decode(errors="replace")
+                    with self._lock:
+                        hit = next((a for a in self.armed if a[0] in path), None)
+                        if hit:
+                            self.armed.remove(hit)
+                            self.lost.append(path)
+                            state["cut"] = hit[1]
+            try:
+                upstream.sendall(data)
+            except OSError:
+                break
+        _close(client, upstream)
+
+    def _answers(self, upstream: socket.socket, client: socket.socket, state: dict) -> None:
+        buffer = b""
+        while data := _recv(upstream):
+            if state["cut"] is None:
+                try:
+                    client.sendall(data)
+                except OSError:
+                    break
+                continue
+            buffer += data
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0 or not state["cut"]:
+                if state["cut"]:
+                    client.sendall(buffer[: end + 4])
+                break
+        _close(client, upstream)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 # ----------------------------------------------------------------------- SLURM --

@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from . import servers
 from .helpers import TINY
 from .test_sweeper import Sweep
 
@@ -141,7 +143,8 @@ def test_an_mlflow_server_killed_mid_sweep_loses_nothing(tmp_path, mlflow_pg_ser
     assert all(w.returncode == 0 for w in workers), "\n".join(o[-3000:] for o in outs)
 
     study = sw.study("server_kill")
-    assert collections.Counter(t.state.name for t in study.trials) == {"COMPLETE": 8}
+    states = collections.Counter(t.state.name for t in study.trials)
+    assert states == {"COMPLETE": 8}, [t.user_attrs.get("fail_reason") for t in study.trials]
     runs = _runs(server.url, "sweeper_app")
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs), [
         (r.info.status, r.data.tags.get("status_reason")) for r in runs
@@ -331,3 +334,41 @@ def test_an_mlflow_server_gone_for_good_fails_trials_in_one_line(tmp_path, mlflo
     )
     finished = [r for r in _runs(server.url, "sweeper_app") if r.info.status == "FINISHED"]
     assert len(finished) == 1 and finished[0].data.metrics["score"] == -5
+
+
+def test_answers_lost_as_the_server_dies_neither_fail_a_job_nor_double_its_run(tmp_path, mlflow_server):
+    """A server that dies as it answers leaves the client without the answer to a request
+    it has done: a run created, a batch logged, a run ended. A job of a sweep makes such a
+    call again (tracking.wait_s), and a creation whose answer was lost is not repeated:
+    its run is found by its creation token. When MLflow's client repeats a creation itself
+    (no answer at all), the second run is kept and the first deleted. Every run ends
+    FINISHED with its params and metric, and no run is doubled."""
+    from exatrkx_sweeps.tracking.run import TOKEN_TAG, job_run
+
+    proxy = servers.LosingProxy(mlflow_server)
+    cfg = {"x": 1, "tracking": {"uri": proxy.url, "experiment": "lost", "wait_s": 30}}
+    try:
+        # the body of each answer lost (requests reads it after urllib3's retries)
+        for path in ("/runs/create", "/runs/log-batch", "/runs/log-batch", "/runs/update"):
+            proxy.lose(path, headers=True)
+        with job_run(cfg, str(tmp_path)) as run:
+            run.log_metrics({"score": 1.0})
+        first = run.run_id
+        assert len(proxy.lost) == 4 and not proxy.armed, proxy.lost
+        # no answer at all: MLflow's client sends the creation again
+        proxy.lose("/runs/create", headers=False)
+        with job_run({**cfg, "x": 2}, str(tmp_path)) as run:
+            run.log_metrics({"score": 2.0})
+        assert len(proxy.lost) == 5 and not proxy.armed, proxy.lost
+    finally:
+        proxy.close()
+
+    runs = _runs(mlflow_server, "lost")
+    assert sorted(float(r.data.params["x"]) for r in runs) == [1.0, 2.0], [r.info.run_id for r in runs]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.run_id: r.data.metrics["score"] for r in runs} == {first: 1.0, run.run_id: 2.0}
+    tokens = {r.info.run_id: r.data.tags[TOKEN_TAG] for r in runs}
+    deleted = MlflowClient(tracking_uri=mlflow_server).search_runs(
+        [runs[0].info.experiment_id], run_view_type=ViewType.DELETED_ONLY
+    )
+    assert [r.data.tags[TOKEN_TAG] for r in deleted] == [tokens[run.run_id]]  # the first creation

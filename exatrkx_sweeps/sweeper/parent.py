@@ -57,6 +57,7 @@ class StudyParent:
                     "description": study.user_attrs.get("description", ""),
                 },
                 run_id=study.user_attrs.get(PARENT_ATTR),  # read under the lock: another worker's run
+                wait=float(tr.get("wait_s", 120)),  # a worker outlives a restarting server
             )
             if study.user_attrs.get(PARENT_ATTR) != run.run_id:
                 study.set_user_attr(PARENT_ATTR, run.run_id)

@@ -56,6 +56,7 @@ class ParentRunCallback(Callback):
             sweep_dir,
             name=study or f"grid {run_name(_swept(config.hydra.overrides.task))}",
             tags={"study": study or ""},
+            wait=float(tr.get("wait_s", 120)),  # a sweep outlives a restarting server
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

@@ -14,6 +14,7 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,15 +31,21 @@ from ..redaction import redact
 from .store import check_reachable, client, experiment_id, resolve_uri
 
 PARENT_FILE = ".mlflow_parent_run"
-# what MLflow's client says when the server or database is gone (after its retries)
+# what MLflow's client says when the server or database is gone (after its retries), or
+# died while it answered (the body cut short: requests reads it after urllib3's retries)
 _NO_ANSWER = (
     "Max retries exceeded",
     "Connection refused",
     "Connection reset",
     "Connection aborted",
+    "Connection broken",
+    "RemoteDisconnected",
     "timed out",
     "OperationalError",
 )
+# a tag with a fresh token on every run this package creates: a creation whose answer was
+# lost is found again by it instead of being repeated (and a repeat is deleted)
+TOKEN_TAG = "creation_token"
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
@@ -99,9 +106,10 @@ def provenance_tags() -> dict[str, str]:
 class Run:
     """One MLflow run: a job of a sweep, a single run, or a sweep's parent."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, wait: float = 0.0):
         self.uri = uri
         self.run_id = run_id
+        self.wait = wait  # seconds each call waits for a store that stopped answering
         self.client = client(uri)
 
     @classmethod
@@ -116,17 +124,38 @@ class Run:
     ) -> Run:
         check_reachable(uri, wait=wait)  # wait: a job of a sweep outlives a restarting server
         mlflow = client(uri)
-        all_tags = dict(tags or {})
+        exp_id = answered(uri, experiment_id, mlflow, uri, experiment, wait=wait)
+        token = uuid.uuid4().hex
+        all_tags = {**(tags or {}), TOKEN_TAG: token}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
-        run = mlflow.create_run(experiment_id(mlflow, uri, experiment), run_name=run_name, tags=all_tags)
-        return cls(uri, run.info.run_id)
+
+        def mine() -> list:
+            return mlflow.search_runs([exp_id], f"tags.{TOKEN_TAG} = '{token}'", max_results=10)
+
+        attempts = 0
+
+        def create():
+            # an attempt whose answer was lost (the server died as it answered) may have
+            # created the run: take that one rather than a second
+            nonlocal attempts
+            found = mine() if attempts else []
+            attempts += 1
+            return found[0] if found else mlflow.create_run(exp_id, run_name=run_name, tags=all_tags)
+
+        run_id = answered(uri, create, wait=wait).info.run_id
+        # MLflow's client repeats a request whose answer was lost: a run created twice
+        for other in answered(uri, mine, wait=wait):
+            if other.info.run_id != run_id:
+                answered(uri, mlflow.delete_run, other.info.run_id, wait=wait)
+        return cls(uri, run_id, wait=wait)
 
     # -- logging
     def _call(self, method: str, *args, **kwargs):
         """``self.client.<method>(...)``; a server or database that stopped answering
-        (after MLflow's own retries) is one TrackingError naming it."""
-        return answered(self.uri, getattr(self.client, method), *args, **kwargs)
+        (after MLflow's own retries) is waited for (``self.wait``), then one
+        TrackingError naming it."""
+        return answered(self.uri, getattr(self.client, method), *args, wait=self.wait, **kwargs)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
@@ -176,14 +205,19 @@ def open_parent(
     name: str,
     tags: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    wait: float = 0.0,
 ) -> Run:
     """The parent run of a sweep: ``run_id`` taken up again (RUNNING) when it still
-    exists in this store, else a new one; its id is written to the sweep directory."""
+    exists in this store, else a new one; its id is written to the sweep directory.
+    ``wait``: seconds each call waits for a store that stopped answering."""
     run = None
     if run_id:
+        check_reachable(uri, wait=wait)
         try:
-            client(uri).update_run(run_id, status="RUNNING")
-            run = Run(uri, run_id)
+            answered(uri, client(uri).update_run, run_id, status="RUNNING", wait=wait)
+            run = Run(uri, run_id, wait=wait)
+        except TrackingError:
+            raise
         except Exception:  # deleted, or another tracking store than before
             run = None
     if run is None:
@@ -193,7 +227,7 @@ def open_parent(
             **(tags or {}),
             **provenance_tags(),
         }
-        run = Run.create(uri, experiment, run_name=name, tags=all_tags)
+        run = Run.create(uri, experiment, run_name=name, tags=all_tags, wait=wait)
     d = Path(sweep_dir)
     d.mkdir(parents=True, exist_ok=True)
     # atomically: a trial of another worker reading it mid-write would see no parent
@@ -203,27 +237,49 @@ def open_parent(
     return run
 
 
-def answered(uri: str, call, *args, **kwargs):
-    """``call(...)`` on the store at ``uri``; a server or database that stopped answering
-    (after MLflow's own retries) is one TrackingError naming it."""
-    try:
-        return call(*args, **kwargs)
-    except Exception as exc:
-        text = str(exc)
-        reason = next((s for s in _NO_ANSWER if s in text), None)
-        if reason is None:
-            raise
-        raise TrackingError(
-            f"tracking.uri={redact(uri)}: the tracking store stopped answering ({reason}, "
-            f"after MLflow's retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
-        ) from None
+def answered(uri: str, call, *args, wait: float = 0.0, **kwargs):
+    """``call(...)`` on the store at ``uri``. A server or database that stopped answering
+    (after MLflow's own retries), or died as it answered, is waited for up to ``wait``
+    seconds and the call made again (a job of a sweep outlives a server's restart:
+    ``tracking.wait_s``); then one TrackingError naming it. Every call given here is
+    safe to repeat: MLflow ignores a param, tag or metric logged again unchanged."""
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            reason = next((s for s in _NO_ANSWER if s in text), None)
+            if reason is None:
+                raise
+            left = deadline - time.monotonic()
+            if left > 0:
+                if not told:
+                    print(
+                        f"warning: tracking.uri={redact(uri)}: no answer ({reason}); waiting up "
+                        f"to {left:.0f} s (tracking.wait_s) to make the call again.",
+                        file=sys.stderr,
+                    )
+                    told = True
+                time.sleep(min(1.0, left))
+                try:
+                    check_reachable(uri, wait=max(0.0, deadline - time.monotonic()))
+                    continue
+                except TrackingError:
+                    pass
+            raise TrackingError(
+                f"tracking.uri={redact(uri)}: the tracking store stopped answering ({reason}, "
+                f"after MLflow's retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+                + (f", and {wait:.0f} s of tracking.wait_s" if wait else "")
+                + ")."
+            ) from None
 
 
-def reap_orphans(uri: str, experiment: str) -> list[str]:
+def reap_orphans(uri: str, experiment: str, wait: float = 0.0) -> list[str]:
     """End as KILLED the runs of this host still RUNNING whose process is gone (killed
     outright, SIGKILL: nothing could close them). Parent runs are left to their sweeps."""
     mlflow = client(uri)
-    exp = answered(uri, mlflow.get_experiment_by_name, experiment)
+    exp = answered(uri, mlflow.get_experiment_by_name, experiment, wait=wait)
     if exp is None:
         return []
     host = platform.node()
@@ -233,6 +289,7 @@ def reap_orphans(uri: str, experiment: str) -> list[str]:
         [exp.experiment_id],
         f"attributes.status = 'RUNNING' and tags.host = '{host}'",
         max_results=1000,
+        wait=wait,
     )
     reaped = []
     for r in running:
@@ -244,8 +301,8 @@ def reap_orphans(uri: str, experiment: str) -> list[str]:
         ):
             continue
         reason = f"its process (pid {pid} on {host}) ended without closing the run: killed"
-        mlflow.log_batch(r.info.run_id, tags=[RunTag("status_reason", reason)])
-        mlflow.set_terminated(r.info.run_id, status="KILLED")
+        answered(uri, mlflow.log_batch, r.info.run_id, tags=[RunTag("status_reason", reason)], wait=wait)
+        answered(uri, mlflow.set_terminated, r.info.run_id, status="KILLED", wait=wait)
         reaped.append(r.info.run_id)
     return reaped
 
@@ -276,16 +333,17 @@ def job_run(
         yield None
         return
     uri, experiment = resolve_uri(tr.get("uri")), tr.get("experiment", "exatrkx")
-    # a job of a sweep waits for a restarting server; MLflow's client retries each later call
+    # a job of a sweep waits for a restarting server, at its start and at every call
+    wait = float(tr.get("wait_s", 120)) if sweep_dir else 0.0
     run = Run.create(
         uri,
         experiment,
         run_name=tr.get("run_name"),
         parent_id=parent_run_id(sweep_dir) if sweep_dir else None,
         tags={**provenance_tags(), "pid": str(os.getpid()), **(tags or {})},
-        wait=float(tr.get("wait_s", 120)) if sweep_dir else 0.0,
+        wait=wait,
     )
-    reap_orphans(uri, experiment)  # this run's own process is alive: it stays
+    reap_orphans(uri, experiment, wait=wait)  # this run's own process is alive: it stays
     run.log_params(run_params(cfg))
     monitor = _system_metrics(run, tr)
     try:
