@@ -14,13 +14,14 @@ here imports torch: a config error comes back in about a second.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from . import checks
+from . import checks, devices
 from .augment import HOUGH_MODES, REFLECT_AXES
 from .data import SOURCES, TRAINING_TRUTH
 from .data.simulate import SimulationConfig
@@ -32,6 +33,8 @@ from .registry import check_arguments
 from .stages import GNN_TRAINING_KEYS, GRAPH_METHODS, NEIGHBOUR_BACKENDS, TRACK_BACKENDS
 
 __all__ = ["ConfigError", "plain", "schema", "validate"]
+
+log = logging.getLogger(__name__)
 
 Schema = dict[str, Any]  # key -> Check, or key -> nested Schema
 
@@ -230,9 +233,25 @@ def validate(cfg: Mapping) -> dict:
         _check(value, full[key], key)
     kind = check_device(cfg["train"]["device"], cfg["train"]["precision"])
     check_precision(str((cfg.get("eval") or {}).get("precision") or "32"), kind, key="eval.precision")
+    warn_if_emulated(cfg["train"]["precision"], kind)
+    warn_if_emulated((cfg.get("eval") or {}).get("precision"), kind, key="eval.precision")
     resolve_precisions(cfg, kind)
     _check_events(cfg)
     return cfg
+
+
+def warn_if_emulated(precision: Any, device_type: str, key: str = "train.precision") -> bool:
+    """Logs one warning (and returns True) when ``key`` asks for bf16 on a CPU without
+    bf16 units: it runs, but emulated, several times slower than fp32 (README, "The
+    full-scale setting"). Here, not in devices.py, which the network stages' cache keys
+    hash (fingerprint.py): a message must not throw away a trained model."""
+    if str(precision) != "bf16" or device_type != "cpu" or devices.cpu_has_bf16():
+        return False
+    log.warning(
+        f"{key}=bf16: this CPU has no bf16 units (AVX-512 BF16 or AMX) and emulates bf16, several "
+        f"times slower than fp32; use {key}=auto (bf16 only where the CPU has them) or {key}=32."
+    )
+    return True
 
 
 def resolve_precisions(cfg: dict, device_type: str, cuda_bf16: bool = False) -> None:

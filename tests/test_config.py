@@ -1,6 +1,9 @@
 """Config validation: one line naming the key, with the choices of the owning modules."""
 
+import logging
+
 import pytest
+from hydra import compose, initialize_config_module
 
 from exatrkx_sweeps.config import validate
 from exatrkx_sweeps.errors import ConfigError
@@ -96,3 +99,30 @@ def test_auto_precision_is_bf16_where_the_cpu_multiplies_bf16_natively(tmp_path,
         assert cfg["eval"]["precision"] == "32"  # scoring stays fp32 unless asked
         assert validate(tiny_cfg("train.device=cpu", "eval.precision=auto"))["eval"]["precision"] == want
         assert validate(tiny_cfg("train.device=cpu", "train.precision=32"))["train"]["precision"] == "32"
+
+
+def test_the_full_scale_setting_asks_for_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, caplog):
+    """An AVX2-only CPU emulates bf16 (README: 7x slower than fp32 there): the setting says
+    auto, and an explicit bf16 on such a CPU runs, with a warning that names the fix."""
+    from exatrkx_sweeps import devices
+
+    def full_scale(*overrides):
+        with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+            return validate(compose("config", overrides=["data=sim_pu200", "train.device=cpu", *overrides]))
+
+    caplog.set_level(logging.WARNING, logger="exatrkx_sweeps.config")
+    for native, want in ((True, "bf16"), (False, "32")):
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda native=native: native)
+        caplog.clear()
+        cfg = full_scale()
+        assert (cfg["train"]["precision"], cfg["eval"]["precision"]) == (want, want)
+        assert cfg["train"]["sectors"] == 8  # the setting itself was applied
+        assert not caplog.messages
+        cfg = full_scale("train.precision=bf16", "eval.precision=bf16")
+        assert (cfg["train"]["precision"], cfg["eval"]["precision"]) == ("bf16", "bf16")  # as asked
+        if native:
+            assert not caplog.messages
+        else:
+            train, infer = caplog.messages
+            assert train.startswith("train.precision=bf16: this CPU has no bf16 units")
+            assert "use train.precision=auto" in train and "use eval.precision=auto" in infer
