@@ -72,6 +72,31 @@ def test_edge_mlp_equals_the_mlp_on_concatenated_hits(edge_dim):
         assert torch.allclose(u, v, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("how", ["sum", "max", "sum_max"])
+def test_aggregation_equals_pyg_scatter_with_its_gradients(how):
+    """index_add and ScatterMax are PyG's scatter sum and max, values and gradients, ties
+    (split evenly among the tied edges) and hits with no edge (zeros) included."""
+    from torch_geometric.utils import scatter
+
+    from exatrkx_sweeps.models.interaction import aggregate
+
+    _, edges, _, _ = _graph(n=60, e=300)
+    g = torch.Generator().manual_seed(2)
+    e = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    e[:40] = e[:40].round() + 0.5  # many exact ties at a hit (none at 0: torch's backward
+    # also counts the zero it starts from there, which include_self=False leaves out)
+    e.requires_grad_(True)
+    n = 70  # hits 60-69 have no edge
+    out = aggregate(e, edges, n, how)
+    index, both = torch.cat([edges[1], edges[0]]), torch.cat([e, e])
+    ref = torch.cat([scatter(both, index, 0, dim_size=n, reduce=r) for r in how.split("_")], -1)
+    assert torch.equal(out, ref) and not out[60:].any()
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * w).sum(), e)
+    (grad_ref,) = torch.autograd.grad((ref * w).sum(), e)
+    assert torch.allclose(grad, grad_ref, atol=1e-12)
+
+
 def test_interaction_aggregations_and_shapes():
     x, edges, attr, _ = _graph()
     for agg in ("sum", "max", "sum_max"):
