@@ -91,6 +91,8 @@ def test_aggregation_equals_pyg_scatter_with_its_gradients(how):
     index, both = torch.cat([edges[1], edges[0]]), torch.cat([e, e])
     ref = torch.cat([scatter(both, index, 0, dim_size=n, reduce=r) for r in how.split("_")], -1)
     assert torch.equal(out, ref) and not out[60:].any()
+    with torch.no_grad():  # scoring and export take plain scatters: the same values
+        assert torch.equal(aggregate(e, edges, n, how), ref)
     w = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (grad,) = torch.autograd.grad((out * w).sum(), e)
     (grad_ref,) = torch.autograd.grad((ref * w).sum(), e)

@@ -22,24 +22,36 @@ def aggregate(e: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, how: str)
     A hit with no edge gets zeros."""
     index = torch.cat([edge_index[1], edge_index[0]])
     both = torch.cat([e, e])
+    # training: ops whose backward is fast on a CPU. Scoring and export: plain scatters,
+    # which TorchScript and ONNX take as they are (neither traces a Python autograd
+    # function, and index_add reaches ONNX Runtime as a ScatterND that gave wrong sums)
+    training = torch.is_grad_enabled() and both.requires_grad
     parts = []
     if how in ("sum", "sum_max"):
-        # index_add: its backward is an index_select (half the time of a scatter's on a CPU)
-        parts.append(both.new_zeros(n_nodes, both.shape[1]).index_add(0, index, both))
+        if training:  # the backward of index_add is an index_select: half a scatter's time
+            parts.append(both.new_zeros(n_nodes, both.shape[1]).index_add(0, index, both))
+        else:
+            out = both.new_zeros(n_nodes, both.shape[1])
+            parts.append(out.scatter_add_(0, index[:, None].expand_as(both), both))
     if how in ("max", "sum_max"):
-        parts.append(ScatterMax.apply(both, index, n_nodes))
+        parts.append(ScatterMax.apply(both, index, n_nodes) if training else scatter_max(both, index, n_nodes))
     return torch.cat(parts, dim=-1)
 
 
+def scatter_max(src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Channel-wise max of ``src`` rows onto ``n`` rows by ``index`` (0 where none)."""
+    out = src.new_zeros(n, src.shape[1])
+    return out.scatter_reduce_(0, index[:, None].expand_as(src), src, "amax", include_self=False)
+
+
 class ScatterMax(torch.autograd.Function):
-    """Channel-wise max of ``src`` rows onto ``n`` rows by ``index`` (0 where none), with
-    the gradient of torch's scatter max (split evenly among tied maxima) computed by one
-    compare and two gathers: 1.7x faster forward and backward on a CPU."""
+    """:func:`scatter_max` in training, with the gradient of torch's scatter max (split
+    evenly among tied maxima) computed by one compare and two gathers: 1.7x faster
+    forward and backward on a CPU."""
 
     @staticmethod
     def forward(ctx, src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-        out = src.new_zeros(n, src.shape[1])
-        out.scatter_reduce_(0, index[:, None].expand_as(src), src, "amax", include_self=False)
+        out = scatter_max(src, index, n)
         ctx.save_for_backward(src, index, out)
         return out
 
