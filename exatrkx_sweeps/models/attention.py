@@ -46,8 +46,9 @@ class AttentionGNN(nn.Module):
         h = run(self.input_network, x, checkpointing=self.checkpointing)
         for _ in range(self.iterations):
             a = torch.sigmoid(self._edge_logits(h, edge_index, edge_attr)).unsqueeze(-1)
-            inward = scatter(a * h[src], dst, dim=0, dim_size=n, reduce="sum")
-            outward = scatter(a * h[dst], src, dim=0, dim_size=n, reduce="sum")
+            # index_select: advanced indexing's backward is not reproducible on several threads
+            inward = scatter(a * h.index_select(0, src), dst, dim=0, dim_size=n, reduce="sum")
+            outward = scatter(a * h.index_select(0, dst), src, dim=0, dim_size=n, reduce="sum")
             h = h + run(
                 self.node_network, torch.cat([inward, outward, h], dim=-1), checkpointing=self.checkpointing
             )

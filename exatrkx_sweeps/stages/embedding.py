@@ -152,7 +152,9 @@ def _pairs(data: Data, emb: torch.Tensor, s: Settings, gen: torch.Generator):
 def hinge_loss(
     emb: torch.Tensor, pairs: torch.Tensor, y: torch.Tensor, margin: float, pos_weight: float = 1.0
 ):
-    d = (emb[pairs[0]] - emb[pairs[1]]).pow(2).sum(-1)
+    # index_select, not emb[pairs[0]]: the backward of advanced indexing (an accumulating
+    # index_put) sums in a different order from run to run on several CPU threads
+    d = (emb.index_select(0, pairs[0]) - emb.index_select(0, pairs[1])).pow(2).sum(-1)
     pos = d[y]
     neg = torch.relu(margin**2 - d[~y])
     return (pos_weight * pos.sum() + neg.sum()) / max(pairs.shape[1], 1)
