@@ -34,7 +34,9 @@ def aggregate(e: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, how: str)
             out = both.new_zeros(n_nodes, both.shape[1])
             parts.append(out.scatter_add_(0, index[:, None].expand_as(both), both))
     if how in ("max", "sum_max"):
-        parts.append(ScatterMax.apply(both, index, n_nodes) if training else scatter_max(both, index, n_nodes))
+        parts.append(
+            ScatterMax.apply(both, index, n_nodes) if training else scatter_max(both, index, n_nodes)
+        )
     return torch.cat(parts, dim=-1)
 
 
