@@ -30,7 +30,7 @@ from .devices import PRECISIONS, check_device, check_precision, resolve_precisio
 from .errors import ConfigError, one_line
 from .models import ACTIVATIONS, AGGREGATIONS, GNN_MODEL_INPUTS, GNN_MODELS
 from .registry import check_arguments
-from .stages import GNN_TRAINING_KEYS, GRAPH_METHODS, NEIGHBOUR_BACKENDS, TRACK_BACKENDS
+from .stages import BEND_MODELS, GNN_TRAINING_KEYS, GRAPH_METHODS, NEIGHBOUR_BACKENDS, TRACK_BACKENDS
 
 __all__ = ["ConfigError", "plain", "schema", "validate"]
 
@@ -157,8 +157,12 @@ def schema(cfg: Mapping[str, Any]) -> Schema:
             "resolve_junctions": checks.boolean(),
             "junction_rounds": checks.integer(0),
             "bend_weight": checks.boolean(),
+            "bend_model": checks.choice(*BEND_MODELS),
+            "bend_sigma_curvature": checks.POSITIVE,
             "bend_sigma_phi": checks.POSITIVE,
             "bend_sigma_theta": checks.POSITIVE,
+            "stitch": checks.boolean(),
+            "stitch_max_cost": checks.POSITIVE,
         },
         "augment": {
             "hough": checks.choice(*HOUGH_MODES),

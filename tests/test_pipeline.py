@@ -78,9 +78,13 @@ def test_training_afresh_on_two_threads_gives_the_same_networks(tmp_path):
     states = []
     for run in ("a", "b"):
         fitted = {}
-        callbacks = pipeline.Callbacks(on_fitted=lambda stage, s, state: fitted.update({stage.name: state}))
-        pipeline.run(validate(tiny_cfg(*short, "tracking.enabled=false", cache_dir=tmp_path / run)), callbacks)
         states.append(fitted)
+
+        def record(stage, _, state, into=fitted):
+            into[stage.name] = state
+
+        cfg = validate(tiny_cfg(*short, "tracking.enabled=false", cache_dir=tmp_path / run))
+        pipeline.run(cfg, pipeline.Callbacks(on_fitted=record))
     assert set(states[0]) >= {"embedding", "filter", "gnn"}
     for name in ("embedding", "filter", "gnn"):
         a, b = states[0][name], states[1][name]

@@ -2,9 +2,22 @@
 
 import math
 
+import numpy as np
+import pytest
 import torch
 
-from exatrkx_sweeps.stages.tracks import NO_NEIGHBOUR, bend_weighted, best_neighbour_edges, label_hits
+from exatrkx_sweeps.augment.triplets import consecutive_pairs
+from exatrkx_sweeps.data.dataset import process_event
+from exatrkx_sweeps.data.geometry import bz_tesla
+from exatrkx_sweeps.stages.tracks import (
+    NO_NEIGHBOUR,
+    Bend,
+    bend_weighted,
+    best_neighbour_edges,
+    label_hits,
+    stitch_fragments,
+    transverse_curvature,
+)
 
 # hits 0 -> 1 and 2 -> 3 are two true segments; 2 -> 1 is a fake edge that outscores 0 -> 1
 EDGES = torch.tensor([[0, 2, 2], [1, 1, 3]])
@@ -43,25 +56,113 @@ TRACK_POS = torch.tensor(
 )
 TRACK_EDGES = torch.tensor([[0, 1, 2, 3, 1], [1, 2, 3, 4, 5]])
 TRACK_SCORES = torch.tensor([0.8, 0.8, 0.8, 0.8, 0.9])
-BEND = {"pos": TRACK_POS, "bend_sigmas": (0.1, 0.05)}
+BENDS = [Bend("curvature", 0.1, 0.05), Bend("direction", 0.1, 0.05)]
 
 
-def test_bend_weight_keeps_the_track_that_a_better_scored_kink_splits():
+@pytest.mark.parametrize("bend", BENDS, ids=lambda b: b.model)
+def test_bend_weight_keeps_the_track_that_a_better_scored_kink_splits(bend):
     plain = label_hits(6, TRACK_EDGES, TRACK_SCORES, 0.5, "scipy", junction_rounds=0)
     assert plain[1] == plain[5] and plain[1] != plain[2]  # the fake won hit 1: the track is cut in two
-    bent = label_hits(6, TRACK_EDGES, TRACK_SCORES, 0.5, "scipy", junction_rounds=0, **BEND)
+    bent = label_hits(6, TRACK_EDGES, TRACK_SCORES, 0.5, "scipy", junction_rounds=0, pos=TRACK_POS, bend=bend)
     assert len(set(bent[:5].tolist())) == 1 and bent[5] != bent[0]  # whole, and the kinked hit left out
 
 
-def test_bend_weight_is_the_score_times_the_geometric_mean_of_the_supports():
-    w = bend_weighted(TRACK_POS, TRACK_EDGES, TRACK_SCORES, 0.1, 0.05)
+@pytest.mark.parametrize("bend", BENDS, ids=lambda b: b.model)
+def test_bend_weight_is_the_score_times_the_geometric_mean_of_the_supports(bend):
+    w = bend_weighted(TRACK_POS, TRACK_EDGES, TRACK_SCORES, bend)
     # inner edges of the straight track: a 0.8 neighbour on each side, no bend
     assert torch.allclose(w[1:3], torch.tensor(0.8 * 0.8))
     # the first edge has nothing before it, the last nothing after it
     assert math.isclose(float(w[0]), 0.8 * math.sqrt(NO_NEIGHBOUR * 0.8), rel_tol=1e-5)
     assert math.isclose(float(w[3]), 0.8 * math.sqrt(0.8 * NO_NEIGHBOUR), rel_tol=1e-5)
-    # the kink: 0.52 rad off the incoming segment, 5.2 widths, support exp(-13.5) * 0.8
+    # the kink: 0.52 rad off the incoming segment (5.2 widths), or a circle of curvature
+    # 2 sin(0.52) / 80 mm = 12.4 / m against 0 (124 widths)
     assert float(w[4]) < 1e-3 * float(w[1])
     # the cut stays on the scores: an edge with a tiny weight still joins when it is alone
-    alone = label_hits(6, TRACK_EDGES[:, 4:], TRACK_SCORES[4:], 0.5, "scipy", **BEND)
+    alone = label_hits(6, TRACK_EDGES[:, 4:], TRACK_SCORES[4:], 0.5, "scipy", pos=TRACK_POS, bend=bend)
     assert alone[1] == alone[5]
+
+
+def test_a_particle_from_the_beamline_keeps_its_curvature_where_its_direction_turns():
+    """Hits of a 0.5 GeV track (R = 833 mm in 2 T) on the barrel layers, 40 to 145 mm
+    apart: every edge is on the same circle through the beamline, so the curvature model
+    sees no bend at all, while the segments' direction turns by 0.05-0.15 rad, 0.5-1.5
+    of the direction model's widths, growing with the distance between hits."""
+    radius = 833.0
+    r = torch.tensor([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0])
+    angle = 2 * torch.asin(r / (2 * radius))  # position on the circle through the origin
+    pos = torch.stack([radius * torch.sin(angle), radius * (1 - torch.cos(angle)), 0.5 * radius * angle], 1)
+    edges = torch.stack([torch.arange(6), torch.arange(1, 7)])
+    assert torch.allclose(transverse_curvature(pos, edges), torch.tensor(1000 / radius), rtol=1e-4)
+    scores = torch.full((6,), 0.8)
+    curved = bend_weighted(pos, edges, scores, Bend("curvature", 0.1, 0.05))
+    turned = bend_weighted(pos, edges, scores, Bend("direction", 0.1, 0.05))
+    assert torch.allclose(curved[1:5], torch.tensor(0.8 * 0.8), rtol=1e-4)
+    assert (turned[1:5] < 0.97 * curved[1:5]).all()
+
+
+def test_curvature_of_simulated_primary_tracks_is_0_3_b_over_pt(small_event, detector):
+    """The simulator's particles (its field, multiple scattering, energy loss, hit
+    resolution): the consecutive true edges of a primary above 1 GeV in the barrel agree
+    in curvature to a few hundredths of 1/m, and that curvature is 0.3 B / pT."""
+    d = process_event(small_event, detector)
+    e = d.track_edges
+    hit = e[0]
+    keep = (d.vr[hit] < 1.0) & (d.pt[hit] > 1.0) & (d.pos[e, 2].abs() < 400).all(0)
+    e = e[:, keep]
+    k = transverse_curvature(d.pos, e)
+    expected = 0.3 * torch.from_numpy(bz_tesla(np.zeros(1))).float() / d.pt[e[0]]
+    ratio = (k.abs() / expected).numpy()
+    assert len(ratio) > 200 and abs(np.median(ratio) - 1) < 0.03
+    a, b = consecutive_pairs(e, d.num_nodes)
+    assert len(a) > 100 and float((k[b] - k[a]).abs().median()) < 0.05
+
+
+def test_stitching_joins_the_halves_of_tracks_whose_middle_edge_is_missing(small_event, detector):
+    """The simulated event's true edges of every particle (module-wise truth: chains
+    inside-out), less one edge between layers (over 20 mm; not the few millimetres
+    between overlapping modules) in the middle of each primary above 0.5 GeV with 8 hits
+    or more: a jump the graph missed. Stitching must join most of those halves, and
+    hardly anything else, among all the event's chains."""
+    d = process_event(small_event, detector)
+    e = d.track_edges
+    pid = d.pid[e[0]]
+    between_layers = (d.pos[e[1]] - d.pos[e[0]]).norm(dim=1) > 20.0
+    cut = []
+    for p in torch.unique(pid[(d.pt[e[0]] > 0.5) & (d.vr[e[0]] < 1.0)]):
+        mine = torch.nonzero((pid == p) & between_layers).flatten()
+        if len(mine) >= 6:
+            order = torch.argsort(d.pos[e[0, mine]].norm(dim=1))
+            cut.append(int(mine[order[len(mine) // 2]]))
+    cut = torch.tensor(cut)
+    kept = torch.ones(e.shape[1], dtype=torch.bool)
+    kept[cut] = False
+    joins = stitch_fragments(d.pos, e[:, kept], d.num_nodes, 0.1, 0.05, 9.0)
+    missing = {tuple(x) for x in e[:, cut].T.tolist()}
+    found = {tuple(x) for x in joins.T.tolist()}
+    same = (d.pid[joins[0]] == d.pid[joins[1]]).float().mean()
+    assert len(missing) > 50
+    assert len(missing & found) / len(missing) > 0.85
+    assert same > 0.97
+    # the whole truth: the particles' own chains are not joined to one another
+    assert stitch_fragments(d.pos, e, d.num_nodes, 0.1, 0.05, 9.0).shape[1] <= 2
+    # each hit at most one edge each way, and every join runs outwards
+    both = torch.cat([e[:, kept], joins], 1)
+    assert torch.bincount(both[0]).max() <= 1 and torch.bincount(both[1]).max() <= 1
+    assert (d.pos[joins[1]].norm(dim=1) > d.pos[joins[0]].norm(dim=1)).all()
+
+
+def test_stitching_joins_on_one_circle_and_not_across_a_charge():
+    """Two fragments of a 0.5 GeV track with the layer between them missing join; the
+    fragment of the oppositely charged track through the same first hits does not."""
+    radius = 833.0
+    r = torch.tensor([32.0, 72.0, 116.0, 260.0, 360.0])
+    angle = 2 * torch.asin(r / (2 * radius))
+    track = torch.stack([radius * torch.sin(angle), radius * (1 - torch.cos(angle)), 0.5 * radius * angle], 1)
+    mirror = track[3:] * torch.tensor([1.0, -1.0, 1.0])  # the same hits bent the other way
+    pos = torch.cat([track, mirror])
+    edges = torch.tensor([[0, 1, 3, 5], [1, 2, 4, 6]])  # 0-1-2 | 3-4 and the mirror's 5-6
+    joins = stitch_fragments(pos, edges, 7, 0.1, 0.05, 9.0)
+    assert joins.tolist() == [[2], [3]]
+    labels = label_hits(7, edges, torch.ones(4), 0.5, "scipy", pos=pos, stitch=(0.1, 0.05, 9.0))
+    assert len(set(labels[:5].tolist())) == 1 and labels[5] != labels[0]

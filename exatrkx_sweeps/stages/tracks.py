@@ -10,8 +10,13 @@ With ``tracks.bend_weight`` (default) the matching goes by a score that also ask
 smoothly each edge continues a track (:func:`bend_weighted`): at pile-up 200 (the
 validation event, cut 0.1, models without cell features) a better-scored fake took the
 hit of 5.8% of the true edges above 0.5 GeV that passed the cut, and 9 in 10 particles
-the builder lost were split in two. scipy on CPU; cugraph when it is installed and
-CUDA is present.
+the builder lost were split in two. ``tracks.bend_model`` says what "smoothly" means:
+``curvature`` (default), the same circle through the beamline for both edges, or
+``direction``, the same segment direction. With ``tracks.stitch`` (default) the
+fragments left after the matching are joined end to start where they lie on one circle
+through the beamline (:func:`stitch_fragments`): a true edge missing from the graph (a
+long jump, such as barrel to endcap) splits a track in two, and half a track matches
+no particle. scipy on CPU; cugraph when it is installed and CUDA is present.
 Every hit gets a label (a hit with no kept edge is its own component); candidates are
 the components with at least ``tracks.min_track_hits`` hits (metrics/tracks.py).
 """
@@ -19,11 +24,13 @@ the components with at least ``tracks.min_track_hits`` hits (metrics/tracks.py).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from ..augment.triplets import _directions, consecutive_pairs
 from .base import EventGraph, RunContext, Settings, Stage
@@ -39,7 +46,8 @@ from . import TRACK_BACKENDS as BACKENDS
 # the tracks group's keys that change the labels (the backend does not)
 APPLY_KEYS = (
     *("edge_cut", "resolve_junctions", "junction_rounds"),
-    *("bend_weight", "bend_sigma_phi", "bend_sigma_theta"),
+    *("bend_weight", "bend_model", "bend_sigma_curvature", "bend_sigma_phi", "bend_sigma_theta"),
+    *("stitch", "stitch_max_cost"),
 )
 
 
@@ -55,7 +63,10 @@ class Tracks(Stage):
         )
 
     def load(self, ctx: RunContext, s: Settings, state):
-        bend = (s["bend_sigma_phi"], s["bend_sigma_theta"]) if s["bend_weight"] else None
+        bend = Bend.from_settings(s) if s["bend_weight"] else None
+        stitch = (
+            (s["bend_sigma_curvature"], s["bend_sigma_theta"], s["stitch_max_cost"]) if s["stitch"] else None
+        )
 
         def apply(ev: EventGraph) -> EventGraph:
             labels = label_hits(
@@ -66,8 +77,9 @@ class Tracks(Stage):
                 s["backend"],
                 s["resolve_junctions"],
                 s["junction_rounds"],
-                pos=ev.data.pos if bend else None,
-                bend_sigmas=bend,
+                pos=ev.data.pos if bend or stitch else None,
+                bend=bend,
+                stitch=stitch,
             )
             return ev.replace(labels=labels)
 
@@ -130,30 +142,133 @@ def best_neighbour_edges(
 NO_NEIGHBOUR = 0.1
 
 
-def bend_weighted(
-    pos: torch.Tensor, edges: torch.Tensor, scores: torch.Tensor, sigma_phi: float, sigma_theta: float
-) -> torch.Tensor:
+class Bend(NamedTuple):
+    """How :func:`bend_weighted` compares consecutive edges. ``model``: ``curvature``
+    (``sigma`` in 1/m) or ``direction`` (``sigma`` in rad); ``sigma_theta`` (rad) is the
+    width of the change in polar angle in both."""
+
+    model: str
+    sigma: float
+    sigma_theta: float
+
+    @classmethod
+    def from_settings(cls, t) -> Bend:
+        sigma = t["bend_sigma_curvature"] if t["bend_model"] == "curvature" else t["bend_sigma_phi"]
+        return cls(t["bend_model"], sigma, t["bend_sigma_theta"])
+
+
+def transverse_curvature(pos: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """(E,) signed curvature in 1/m (positions in mm) of the circle through the beamline
+    (x = y = 0) and the edge's two hits in the transverse plane: 2 (p x q) / (|p| |q|
+    |q - p|). A particle from the beamline keeps one curvature along its track (0.3 B /
+    pT: 1.2 / m at 0.5 GeV in the 2 T field), while the direction of its segments turns
+    with the distance between hits, so consecutive edges of a track agree in curvature
+    whatever their length."""
+    p, q = pos[edges[0], :2].double(), pos[edges[1], :2].double()
+    cross = p[:, 0] * q[:, 1] - p[:, 1] * q[:, 0]
+    lengths = p.norm(dim=1) * q.norm(dim=1) * (q - p).norm(dim=1)
+    return (2000.0 * cross / lengths.clamp(min=1e-9)).float()
+
+
+def bend_weighted(pos: torch.Tensor, edges: torch.Tensor, scores: torch.Tensor, bend: Bend) -> torch.Tensor:
     """Each edge's score times the geometric mean of its support before and after it.
 
     The support before edge i -> j is the best, over the edges k -> i that could precede
-    it, of score(k -> i) * exp(-cost / 2), with the bend cost between the two segments'
-    directions cost = (dphi / sigma_phi)^2 + (dtheta / sigma_theta)^2 (the triplet
-    features' cost with looser widths: augment/triplets.py); the support after is the
-    same over the edges j -> l. A side with no neighbouring edge gets ``NO_NEIGHBOUR``.
-    A fake edge that outscores a true one at a hit rarely lines up with a well-scored
-    edge on both sides; the true one does, unless its track ends there."""
+    it, of score(k -> i) * exp(-cost / 2), with the bend cost between the two edges
+    cost = (d / sigma)^2 + (dtheta / sigma_theta)^2: d is the difference of their
+    :func:`transverse_curvature` (``curvature``) or of their segments' transverse
+    directions (``direction``, the triplet features' cost with looser widths:
+    augment/triplets.py), dtheta that of their segments' polar angles. The support after
+    is the same over the edges j -> l. A side with no neighbouring edge gets
+    ``NO_NEIGHBOUR``. A fake edge that outscores a true one at a hit rarely lines up with
+    a well-scored edge on both sides; the true one does, unless its track ends there."""
     n_edges = edges.shape[1]
     s = scores.float()
     if n_edges == 0:
         return s
     a, b = consecutive_pairs(edges, pos.shape[0])
     phi, theta = _directions(pos.float(), edges)
-    dphi = torch.remainder(phi[b] - phi[a] + math.pi, 2 * math.pi) - math.pi
-    fit = torch.exp(-0.5 * ((dphi / sigma_phi) ** 2 + ((theta[b] - theta[a]) / sigma_theta) ** 2))
+    if bend.model == "curvature":
+        k = transverse_curvature(pos, edges)
+        d = k[b] - k[a]
+    else:
+        d = torch.remainder(phi[b] - phi[a] + math.pi, 2 * math.pi) - math.pi
+    fit = torch.exp(-0.5 * ((d / bend.sigma) ** 2 + ((theta[b] - theta[a]) / bend.sigma_theta) ** 2))
     side = torch.full((n_edges,), NO_NEIGHBOUR)
     before = side.scatter_reduce(0, b, s[a] * fit, reduce="amax", include_self=False)
     after = side.scatter_reduce(0, a, s[b] * fit, reduce="amax", include_self=False)
     return s * torch.sqrt(before * after)
+
+
+# the search for fragments to join: the direction at the beamline of the circle through
+# it and a fragment's end edge is known to about this (rad); candidates lie within
+# STITCH_SEARCH widths in curvature, polar angle and that direction, before the exact cost
+PHI0_WIDTH = 0.05
+STITCH_SEARCH = 6.0
+
+
+def stitch_fragments(
+    pos: torch.Tensor,
+    edges: torch.Tensor,
+    n_nodes: int,
+    sigma_curvature: float,
+    sigma_theta: float,
+    max_cost: float,
+) -> torch.Tensor:
+    """(2, J) edges that join chains of ``edges`` (each hit at most one edge in and one
+    out, inside-out), each from a chain's last hit t to another chain's first hit h
+    further out.
+
+    A join needs the three edges, the chain's last (p -> t), the join (t -> h) and the
+    other chain's first (h -> q), to lie on one circle through the beamline and one
+    polar angle: cost = ((k_th - k_pt)^2 + (k_hq - k_th)^2) / sigma_curvature^2 +
+    ((theta_th - theta_pt)^2 + (theta_hq - theta_th)^2) / sigma_theta^2 below
+    ``max_cost``, with k the :func:`transverse_curvature` and theta the segments' polar
+    angles. The joins are a greedy one-to-one matching by cost (:func:`best_neighbour_edges`);
+    chains run outwards, so no join closes a loop. A lone hit has no direction and is
+    never joined."""
+    none = edges[:, :0]
+    if edges.shape[1] == 0:
+        return none
+    out_deg = torch.bincount(edges[0], minlength=n_nodes)
+    in_deg = torch.bincount(edges[1], minlength=n_nodes)
+    last = edges[:, out_deg[edges[1]] == 0]  # p -> t, t ending its chain
+    first = edges[:, in_deg[edges[0]] == 0]  # h -> q, h starting its chain
+    ends = []
+    for e, hit in ((last, last[1]), (first, first[0])):
+        k = transverse_curvature(pos, e)
+        theta = _directions(pos.float(), e)[1]
+        p = pos[hit].double()
+        r_m = torch.hypot(p[:, 0], p[:, 1]) / 1000.0
+        # direction at the beamline of the circle through it and the hit
+        phi0 = torch.atan2(p[:, 1], p[:, 0]) - torch.asin((k.double() * r_m / 2).clamp(-1, 1))
+        key = torch.stack(
+            [
+                k / sigma_curvature,
+                theta / sigma_theta,
+                torch.cos(phi0) / PHI0_WIDTH,
+                torch.sin(phi0) / PHI0_WIDTH,
+            ],
+            1,
+        )
+        ends.append((hit, k, theta, key.float().numpy()))
+    (t, k_t, th_t, key_t), (h, k_h, th_h, key_h) = ends
+    near = cKDTree(key_h).query_ball_point(key_t, r=STITCH_SEARCH)
+    ti = torch.as_tensor(np.repeat(np.arange(len(near)), [len(c) for c in near]), dtype=torch.long)
+    hi = torch.as_tensor(np.concatenate([np.asarray(c, np.int64) for c in near]), dtype=torch.long)
+    joins = torch.stack([t[ti], h[hi]])
+    outward = pos[joins[1]].norm(dim=1) > pos[joins[0]].norm(dim=1)
+    joins, ti, hi = joins[:, outward], ti[outward], hi[outward]
+    k_j = transverse_curvature(pos, joins)
+    th_j = _directions(pos.float(), joins)[1]
+    cost = ((k_j - k_t[ti]) ** 2 + (k_h[hi] - k_j) ** 2) / sigma_curvature**2 + (
+        (th_j - th_t[ti]) ** 2 + (th_h[hi] - th_j) ** 2
+    ) / sigma_theta**2
+    ok = cost < max_cost
+    joins, cost = joins[:, ok], cost[ok]
+    if joins.shape[1] == 0:
+        return none
+    return joins[:, best_neighbour_edges(n_nodes, joins, torch.exp(-0.5 * cost), rounds=0)]
 
 
 def label_hits(
@@ -165,16 +280,20 @@ def label_hits(
     resolve_junctions: bool = True,
     junction_rounds: int = 1,
     pos: torch.Tensor | None = None,
-    bend_sigmas: tuple[float, float] | None = None,
+    bend: Bend | None = None,
+    stitch: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """(N,) int64 component label of every hit. With ``bend_sigmas`` (and the hits'
-    ``pos``) the junction matching goes by :func:`bend_weighted` scores; the cut is
-    always on the scores themselves."""
+    """(N,) int64 component label of every hit. With ``bend`` (and the hits' ``pos``)
+    the junction matching goes by :func:`bend_weighted` scores; the cut is always on the
+    scores themselves. With ``stitch`` (sigma_curvature, sigma_theta, max_cost; needs
+    ``resolve_junctions``) the matched chains are joined by :func:`stitch_fragments`."""
     keep = (scores > cut).cpu()
     e, scores = edges.cpu()[:, keep], scores.cpu()[keep]
     if resolve_junctions:
-        order = scores if bend_sigmas is None else bend_weighted(pos.cpu(), e, scores, *bend_sigmas)
+        order = scores if bend is None else bend_weighted(pos.cpu(), e, scores, bend)
         e = e[:, best_neighbour_edges(n_nodes, e, order, junction_rounds)]
+        if stitch is not None:
+            e = torch.cat([e, stitch_fragments(pos.cpu(), e, n_nodes, *stitch)], 1)
     if resolve_backend(backend) == "cugraph":
         df = cudf.DataFrame({"src": cudf.from_dlpack(e[0].cuda()), "dst": cudf.from_dlpack(e[1].cuda())})
         g = cugraph.Graph()
