@@ -95,11 +95,14 @@ def test_training_afresh_on_two_threads_gives_the_same_networks(tmp_path):
 
 # the GCN learns slowest: at 12 epochs its scores on the filtered tiny graphs barely move
 # (edge purity 0.293 -> 0.293 for one seed), at 25 it gains 5-19 points over three seeds
+# at cut 0.05; its edges are judged at the classifier's own threshold, 0.5 (0.271 -> 0.68),
+# since at the track builder's cut of 0.02 it still keeps every filter edge
 @pytest.mark.parametrize("model,epochs", [("attention", 12), ("gcn", 25)])
 def test_other_gnn_architectures_train(first_run, model, epochs):
     cache, _, _ = first_run
-    report = pipeline.run(validate(tiny_cfg(f"gnn={model}", f"gnn.epochs={epochs}", cache_dir=cache)))
-    assert report.metrics["edge_purity_gnn"] > report.metrics["edge_purity_filter"]
+    cfg = tiny_cfg(f"gnn={model}", f"gnn.epochs={epochs}", "tracks.edge_cut=0.5", cache_dir=cache)
+    report = pipeline.run(validate(cfg))
+    assert report.metrics["edge_purity_gnn"] > report.metrics["edge_purity_filter"] + 0.1
 
 
 def test_module_map_graph(first_run):
