@@ -125,18 +125,21 @@ def test_an_mlflow_server_killed_mid_sweep_loses_nothing(tmp_path, mlflow_pg_ser
     FINISHED run with its metric, and what was logged before the kill is intact."""
     sw = Sweep(tmp_path, storage=postgres_url)
     server = mlflow_pg_server
-    args = ("x=range(0,8)", "sleep=1.5", *_tracked(server.url), "hydra.sweeper.study_name=server_kill")
+    sleep_s = 3.0
+    args = ("x=range(0,8)", f"sleep={sleep_s}", *_tracked(server.url), "hydra.sweeper.study_name=server_kill")
     workers = [sw.start(*args) for _ in range(2)]
     deadline = time.time() + 120
-    before, running = {}, []
-    # kill once two runs have finished and another is being logged: on a loaded machine
-    # the workers may be between trials when the second run finishes
-    while (len(before) < 2 or not running) and time.time() < deadline:
+    before, fresh = {}, []
+    # kill once two runs have finished and another has just started: a run seen RUNNING
+    # may end before the kill on a loaded machine (the search itself takes time), so wait
+    # for one that began less than half its task's length ago
+    while (len(before) < 2 or not fresh) and time.time() < deadline:
         runs = _runs(server.url, "sweeper_app")
+        now_ms = time.time() * 1000
         before = {r.info.run_id: r.data.metrics for r in runs if r.info.status == "FINISHED"}
-        running = [r for r in runs if r.info.status == "RUNNING"]
-        time.sleep(0.3)
-    assert len(before) >= 2 and running, "no run finished, or none in flight, before the kill"
+        fresh = [r for r in runs if r.info.status == "RUNNING" and now_ms - r.info.start_time < 500 * sleep_s]
+        time.sleep(0.2)
+    assert len(before) >= 2 and fresh, "no run finished, or none just started, before the kill"
     killed = time.time() * 1000
     server.kill()
     time.sleep(5)
