@@ -32,6 +32,25 @@ def test_all_backends_return_the_same_edges():
         assert len(diff) <= 2
 
 
+def test_kdtree_search_gives_the_same_pairs_on_any_number_of_threads():
+    """The KD-tree query runs on torch's threads; the pairs and their order do not
+    depend on how many."""
+    x = torch.rand(4000, 8, generator=torch.Generator().manual_seed(3))
+    before = torch.get_num_threads()
+    try:
+        got = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got.append(radius_neighbours(x, radius=0.5, k=16, backend="kdtree"))
+    finally:
+        torch.set_num_threads(before)
+    assert got[0].shape[1] > 10_000 and torch.equal(got[0], got[1])
+    assert (got[0][0] != got[0][1]).all()  # no hit is its own neighbour
+    assert float((x[got[0][0]] - x[got[0][1]]).norm(dim=1).max()) <= 0.5 + 1e-6
+    per_hit = torch.bincount(got[0][0], minlength=len(x))
+    assert int(per_hit.max()) == 16 and int(per_hit.min()) < 16  # the cap binds for some
+
+
 def test_knn_cap_and_radius():
     x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [5.0]])
     e = radius_neighbours(x, radius=0.25, k=1, backend="kdtree")

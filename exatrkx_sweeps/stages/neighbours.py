@@ -47,10 +47,12 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
 
 
 def _pairs_from_knn(dist2: np.ndarray, idx: np.ndarray, radius: float) -> np.ndarray:
-    n, k = idx.shape
-    src = np.repeat(np.arange(n), k).reshape(n, k)
-    ok = (idx >= 0) & (idx != src) & (dist2 <= radius * radius)
-    return np.vstack([src[ok], idx[ok]]).astype(np.int64)
+    """(2, E) pairs (row, neighbour) of an (n, k) neighbour table, self and misses (index
+    -1 or n, or beyond ``radius``) left out."""
+    n = idx.shape[0]
+    ok = (idx >= 0) & (idx < n) & (dist2 <= radius * radius) & (idx != np.arange(n)[:, None])
+    rows, cols = np.nonzero(ok)  # no (n, k) table of row numbers: 15M entries at pile-up 200
+    return np.vstack([rows, idx[rows, cols]]).astype(np.int64)
 
 
 def radius_neighbours(points: torch.Tensor, radius: float, k: int, backend: str = "auto") -> torch.Tensor:
@@ -65,10 +67,12 @@ def radius_neighbours(points: torch.Tensor, radius: float, k: int, backend: str 
     x = np.ascontiguousarray(points.detach().float().cpu().numpy())
     if backend == "kdtree":
         x64 = x.astype(np.float64)
-        dist, idx = cKDTree(x64).query(x64, k=kk, distance_upper_bound=radius * (1 + 1e-6))
+        # the query runs on torch's threads (train.threads): 2.1x faster on 2 cores
+        dist, idx = cKDTree(x64).query(
+            x64, k=kk, distance_upper_bound=radius * (1 + 1e-6), workers=torch.get_num_threads()
+        )
         dist, idx = dist.reshape(len(x), kk), idx.reshape(len(x), kk)
-        idx = np.where(np.isfinite(dist), idx, -1)
-        pairs = _pairs_from_knn(dist**2, idx, radius)
+        pairs = _pairs_from_knn(dist**2, idx, radius)  # a miss has distance inf, index n
     else:
         index = faiss.IndexFlatL2(x.shape[1])
         if backend == "faiss_gpu":
