@@ -166,3 +166,14 @@ def test_stitching_joins_on_one_circle_and_not_across_a_charge():
     assert joins.tolist() == [[2], [3]]
     labels = label_hits(7, edges, torch.ones(4), 0.5, "scipy", pos=pos, stitch=(0.1, 0.05, 9.0))
     assert len(set(labels[:5].tolist())) == 1 and labels[5] != labels[0]
+
+
+def test_stitching_a_graph_without_chain_ends_joins_nothing():
+    """Two hits at the same distance from the origin keep their edge in both directions
+    (orient_and_clean cannot order them), and the matching may keep both: a loop with no
+    last and no first hit, so there is nothing to join."""
+    pos = torch.tensor([[30.0, 0.0, 0.0], [0.0, 30.0, 0.0], [60.0, 0.0, 0.0]])
+    loop = torch.tensor([[0, 1], [1, 0]])
+    assert stitch_fragments(pos, loop, 3, 0.1, 0.05, 9.0).shape == (2, 0)
+    labels = label_hits(3, loop, torch.ones(2), 0.5, "scipy", pos=pos, stitch=(0.1, 0.05, 9.0))
+    assert labels[0] == labels[1] != labels[2]

@@ -253,9 +253,11 @@ def stitch_fragments(
         )
         ends.append((hit, k, theta, key.float().numpy()))
     (t, k_t, th_t, key_t), (h, k_h, th_h, key_h) = ends
-    near = cKDTree(key_h).query_ball_point(key_t, r=STITCH_SEARCH)
-    ti = torch.as_tensor(np.repeat(np.arange(len(near)), [len(c) for c in near]), dtype=torch.long)
-    hi = torch.as_tensor(np.concatenate([np.asarray(c, np.int64) for c in near]), dtype=torch.long)
+    # every (end, start) pair within the search radius, ordered by end then start; none
+    # when the matched edges have no chain end (two hits at one R joined both ways)
+    near = cKDTree(key_t).sparse_distance_matrix(cKDTree(key_h), STITCH_SEARCH, output_type="ndarray")
+    near = near[np.lexsort((near["j"], near["i"]))]
+    ti, hi = torch.from_numpy(near["i"].astype(np.int64)), torch.from_numpy(near["j"].astype(np.int64))
     joins = torch.stack([t[ti], h[hi]])
     outward = pos[joins[1]].norm(dim=1) > pos[joins[0]].norm(dim=1)
     joins, ti, hi = joins[:, outward], ti[outward], hi[outward]
