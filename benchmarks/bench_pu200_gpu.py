@@ -2,7 +2,7 @@
 
 On the CPU machine, after the full-scale run (``python -m exatrkx_sweeps data=sim_pu200``):
 
-    python benchmarks/bench_pu200_gpu.py --pack benchmarks/pu200_models   # its fitted stages, < 1 MB
+    python benchmarks/bench_pu200_gpu.py --pack benchmarks/pu200_models [key=value ...]   # < 1 MB
 
 On the GPU machine (the folder travels with the checkout):
 
@@ -18,7 +18,15 @@ edges after it, GFLOP per event, GFLOP/s and the share of the GPU's matrix-produ
 measured here; then the physics, and the seed's anchors: 1.11 s per event on a V100,
 0.86 s in the ACTS plugin. The fitted stages are found only with the code that trained
 them (a cache key holds the code's fingerprint): pack and run at the same commit; a
-stage it had to train is named in the output ("trained here"). Without ``--models`` it
+stage it had to train is named in the output ("trained here").
+
+A stage's key also holds the precisions its training resolved ``auto`` to on the
+machine that trained it: the GNN's ``train.precision``, and through the filtered edges
+it trained on, ``eval.precision``. A CPU without bf16 units resolves both to fp32, a
+recent GPU to bf16, and so would train the GNN again. ``--pack`` therefore writes the
+training run's overrides (``key=value`` given after ``--pack DIR``: those of the CPU run)
+with both precisions resolved to ``overrides.txt``, and ``--models`` applies them before
+its own: the GPU scores in the precision the models were trained with. Without ``--models`` it
 first trains the setting on the GPU (tens of minutes). Without CUDA it runs on the CPU,
 for a dry run of the script. A few minutes on a GPU machine, set-up included.
 """
@@ -26,6 +34,7 @@ for a dry run of the script. A few minutes on a GPU machine, set-up included.
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import sys
 import tempfile
@@ -44,8 +53,23 @@ FITTED = ("embedding", "graph", "filter", "gnn")  # the stage entries of the cac
 SEED_ANCHORS = "seed: 1.11 s per event on a V100 (16 GB), 0.86 s in the ACTS plugin"
 
 
-def pack(cache_dir: Path, out: Path) -> None:
-    """Copy the fitted stages (not events, not per-event outputs) of a stage cache."""
+OVERRIDES = "overrides.txt"  # in a pack: the training run's overrides, precisions resolved
+# keys that say where and how this script runs, not how the models were trained
+_NOT_PACKED = ("train.precision=", "eval.precision=", "train.device=", "cache.", "tracking.")
+
+
+def training_overrides(overrides: list[str]) -> list[str]:
+    """The training run's ``overrides`` with its precisions as this machine resolves them."""
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        cfg = validate(compose("config", overrides=["data=sim_pu200", *overrides]))
+    resolved = [f"train.precision={cfg['train']['precision']}", f"eval.precision={cfg['eval']['precision']}"]
+    return [o for o in overrides if not o.startswith(_NOT_PACKED)] + resolved
+
+
+def pack(cache_dir: Path, out: Path, overrides: list[str]) -> None:
+    """Copy the fitted stages (not events, not per-event outputs) of a stage cache, with
+    the overrides of the run that trained them."""
+    trained_with = training_overrides(overrides)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     for name in FITTED:
@@ -55,38 +79,51 @@ def pack(cache_dir: Path, out: Path) -> None:
                 n += f.suffix == ".pt"
     if not n:
         sys.exit(f"error: no fitted stages under {cache_dir / 'stages'}; run the full-scale setting first.")
+    (out / OVERRIDES).write_text("\n".join(trained_with) + "\n")
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"{n} fitted stages ({size:.1f} MB) in {out}")
+    print(f"{n} fitted stages ({size:.1f} MB) in {out}; trained with: {' '.join(trained_with)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pack", type=Path, help="copy the fitted stages of --cache here, and stop")
-    ap.add_argument("--cache", type=Path, default=None, help="stage cache to pack (default: the user's)")
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="stage cache to pack (default: cache.dir=, else the user's)"
+    )
     ap.add_argument("--models", type=Path, help="a folder made by --pack")
-    ap.add_argument("--events", type=int, default=None, help="test events (default: the setting's)")
+    ap.add_argument("--events", type=int, default=None, help="the first N of the setting's test events")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if args.pack:
-        return pack(args.cache or default_dir(), args.pack)
+        given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("cache.dir=")]
+        return pack(args.cache or Path(given[-1] if given else default_dir()), args.pack, args.overrides)
     t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU (no CUDA here: a dry run)'}")
     cache = Path(tempfile.mkdtemp(prefix="pu200_gpu_"))
+    packed: list[str] = []
     if args.models:
         (cache / "stages").mkdir(parents=True)
         for f in args.models.iterdir():
-            shutil.copy2(f, cache / "stages" / f.name)
+            if f.name == OVERRIDES:
+                packed = f.read_text().split()
+            else:
+                shutil.copy2(f, cache / "stages" / f.name)
+        print(f"the pack's training overrides: {' '.join(packed) or 'none (a pack of an older commit)'}")
     overrides = [
         "data=sim_pu200",
         f"train.device={device}",
         f"cache.dir={cache}",
         "tracking.enabled=false",
-        *([f"data.n_test={args.events}"] if args.events else []),
+        *packed,
         *args.overrides,
     ]
     with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
         cfg = validate(compose("config", overrides=overrides))
+    if args.events:
+        # the first N of the setting's test events; data.n_test=N would move the training
+        # events (the test events come first) and so miss every fitted stage
+        cfg["eval"]["data"] = {**copy.deepcopy(cfg["data"]), "n_train": 0, "n_val": 0, "n_test": args.events}
     report = pipeline.run(cfg, progress=True)
     m, info = report.metrics, report.info
     trained = [s for s in ("embedding", "filter", "gnn") if not report.cache_hits.get(s)]
