@@ -111,6 +111,11 @@ class StageCache:
     def _path(self, key: str) -> Path:
         return self.root / "stages" / f"{key}.pt"
 
+    def checkpoint(self, key: str) -> Path | None:
+        """Where a training of ``key`` keeps its last finished epoch until its entry is
+        written (None when the cache is off); ``cache list`` shows it with its stage."""
+        return self.root / "stages" / f"{key}.epoch.pt" if self.enabled else None
+
     def get(self, name: str, key: str) -> Any | None:
         """The cached value of ``key``, or None (also when the cache is off)."""
         if not self.enabled:

@@ -236,8 +236,11 @@ def fit_stages(
         state = None
         if stage.fits:
             with prof.measure(stage.name, "train"):
-                fit = partial(_fit, stage, ctx, s, train, val)
+                checkpoint = cache.checkpoint(fit_key)  # a killed training goes on from it
+                fit = partial(_fit, stage, replace(ctx, checkpoint=checkpoint), s, train, val)
                 entry = _fitted(cache, ctx.world, stage.name, fit_key, fit)
+                if checkpoint is not None and ctx.world.main:
+                    checkpoint.unlink(missing_ok=True)
             state = entry["state"]
             report.metrics.update({f"fit_{k}_{stage.name}": float(v) for k, v in entry["fit"].items()})
         if on_fitted:

@@ -370,10 +370,80 @@ def test_sigterm_ends_the_run_killed_and_leaves_the_cache_consistent(tmp_path, s
     assert run.info.status == "KILLED" and run.data.tags["status_reason"] == "terminated by SIGTERM"
     stages = tmp_path / "cache" / "stages"
     assert not list(stages.glob("*.lock")) and not list(stages.glob(".*.tmp"))
-    assert not list(stages.glob(f"{stage}-*.pt"))  # the interrupted stage wrote nothing
+    # the interrupted stage wrote no entry, only the checkpoint of its last finished epoch
+    assert [p.name.endswith(".epoch.pt") for p in stages.glob(f"{stage}-*.pt")] in ([], [True])
     for done in STAGES[: STAGES.index(stage)]:  # the stages before it are whole entries
         (entry,) = stages.glob(f"{done}-*.pt")
         assert read_checked(entry, done)[0]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_training_stopped_mid_stage_goes_on_from_its_last_epoch(tmp_path):
+    """A run stopped while the GNN trains (a SIGTERM raises out of the epoch loop like the
+    callback here, after the GNN's tenth epoch) keeps its last finished epoch beside the
+    cache entries; the next run of the same config trains only the epochs left and ends
+    with the weights of an uninterrupted training, bit for bit, and the test figures."""
+    from exatrkx_sweeps import pipeline
+    from exatrkx_sweeps.config import validate
+
+    from .helpers import tiny_cfg
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    reference = pipeline.run(validate(tiny_cfg(cache_dir=full)))
+    (cut / "stages").mkdir(parents=True)
+    for f in (full / "stages").iterdir():  # the trained embedding and filter, not the GNN
+        if not f.name.startswith("gnn"):
+            (cut / "stages" / f.name).write_bytes(f.read_bytes())
+    (cut / "processed").symlink_to(full / "processed")
+    epochs: list[int] = []
+
+    def stop_after_ten(stage, epoch, metrics):
+        if stage == "gnn":
+            epochs.append(epoch)
+            if epoch == 9:
+                raise _Stop
+
+    with pytest.raises(_Stop):
+        pipeline.run(validate(tiny_cfg(cache_dir=cut)), pipeline.Callbacks(on_epoch=stop_after_ten))
+    (checkpoint,) = (cut / "stages").glob("gnn-*.epoch.pt")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 8  # the tenth did not finish
+    assert not list((cut / "stages").glob("gnn-*[!h].pt")) and not list((cut / "stages").glob(".*.tmp"))
+    epochs.clear()
+    resumed = pipeline.run(
+        validate(tiny_cfg(cache_dir=cut)),
+        pipeline.Callbacks(on_epoch=lambda stage, epoch, m: epochs.append(epoch) if stage == "gnn" else None),
+    )
+    assert epochs == list(range(9, 25))
+    assert not list((cut / "stages").glob("*.epoch.pt"))  # gone with the entry written
+    (entry,) = (full / "stages").glob("gnn-*.pt")
+    ok, whole = read_checked(entry, "gnn")
+    ok2, again = read_checked(cut / "stages" / entry.name, "gnn")
+    assert ok and ok2 and whole["state"].keys() == again["state"].keys()
+    for name, w in whole["state"].items():
+        assert torch.equal(w, again["state"][name]), name
+    for k in ("eff_tech_pt0.5", "purity", "edges_per_event_gnn"):
+        assert resumed.metrics[k] == reference.metrics[k], k
+
+
+def test_a_crafted_checkpoint_is_not_run_and_the_training_starts_afresh(tmp_path, caplog):
+    """A checkpoint replaced by a pickle that would run code is refused (read with
+    weights_only=True): one warning, every epoch trained, the weights untouched by it."""
+    from exatrkx_sweeps.stages.base import RunContext
+
+    marker, checkpoint = tmp_path / "pwned", tmp_path / "gnn-0.epoch.pt"
+    torch.save(_Evil(marker), checkpoint)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level(logging.WARNING):
+        epochs = list(RunContext(checkpoint=checkpoint).epochs(3, "gnn", {"model": model}))
+    assert epochs == [0, 1, 2] and not marker.exists()
+    assert "gnn: cannot resume from gnn-0.epoch.pt" in caplog.text and "training afresh" in caplog.text
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2  # its own epochs replaced it
 
 
 @pytest.mark.parametrize("stage", ["embedding", "gnn"])

@@ -22,10 +22,14 @@ way and never reads a stage's settings itself.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -34,7 +38,10 @@ import torch
 from torch_geometric.data import Data
 
 from ..distributed import DataParallel, World
+from ..errors import one_line
 from ..progress import progress
+
+log = logging.getLogger(__name__)
 
 # on_epoch(stage, epoch, metrics): training curves; a sweeper may raise from it to prune
 EpochCallback = Callable[[str, int, dict[str, float]], None]
@@ -91,11 +98,43 @@ class RunContext:
     on_epoch: EpochCallback | None = None
     world: World = field(default_factory=World)
     events_per_step: int = 1
+    checkpoint: Path | None = None  # where the stage being fitted keeps its last finished epoch
 
-    def epochs(self, n_epochs: int, stage: str) -> Iterable[int]:
-        """range(n_epochs), with a progress bar when the run shows progress (rank 0)."""
+    def epochs(self, n_epochs: int, stage: str, state: Mapping[str, Any] | None = None) -> Iterator[int]:
+        """range(n_epochs), with a progress bar when the run shows progress (rank 0).
+
+        With ``state`` (the training's model, optimizer, scheduler: anything with
+        ``state_dict``) and a ``checkpoint`` path, every finished epoch is saved there, and
+        a training that finds one (a run killed mid-stage: a SLURM time limit, a kill)
+        loads it and goes on from the next epoch. Every draw of an epoch comes from
+        generators seeded by the epoch (distributed.py), so the resumed training ends
+        with the weights an uninterrupted one would have."""
+        start, path = 0, self.checkpoint if state is not None else None
+        if path is not None and path.exists():
+            fresh = {name: copy.deepcopy(obj.state_dict()) for name, obj in state.items()}
+            try:  # tensors and numbers only: a crafted pickle is refused, never run
+                saved = torch.load(path, map_location=self.device, weights_only=True)
+                for name, obj in state.items():
+                    obj.load_state_dict(saved["state"][name])
+                start = int(saved["epoch"]) + 1
+            except Exception as exc:  # noqa: BLE001 (any unreadable or foreign file: train afresh)
+                for name, obj in state.items():
+                    obj.load_state_dict(fresh[name])
+                start = 0
+                log.warning(f"{stage}: cannot resume from {path.name} ({one_line(exc)}); training afresh")
+            if start and self.world.main:
+                log.info(f"{stage}: resuming after epoch {start} of {n_epochs} ({path.name})")
         shown = self.progress and self.world.main
-        return progress(range(int(n_epochs)), f"train {stage}", "epoch", enabled=shown)
+        for epoch in progress(range(start, int(n_epochs)), f"train {stage}", "epoch", enabled=shown):
+            yield epoch
+            if path is not None and self.world.main:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                try:  # a kill while saving leaves the previous epoch's checkpoint
+                    torch.save({"epoch": epoch, "state": {k: v.state_dict() for k, v in state.items()}}, tmp)
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
 
     def data_parallel(self) -> DataParallel:
         return DataParallel(self.world, self.events_per_step)

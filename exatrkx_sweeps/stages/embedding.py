@@ -61,7 +61,7 @@ class Embedding(NetworkStage):
         model = build_model(s).to(ctx.device)
         dp.sync(model)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"])
-        for epoch in ctx.epochs(s["epochs"], self.name):
+        for epoch in ctx.epochs(s["epochs"], self.name, {"model": model, "opt": opt}):
             model.train()
             total = 0.0
             # a step's unit is one particle group of one event (embedding.sub_events; 1: the event)

@@ -65,7 +65,7 @@ class Filter(NetworkStage):
         sizes = [_sample_size(y, s) for y in targets]
         pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
         batch = int(s["batch_size"])
-        for epoch in ctx.epochs(s["epochs"], self.name):
+        for epoch in ctx.epochs(s["epochs"], self.name, {"model": model, "opt": opt, "sched": sched}):
             model.train()
             total, steps = 0.0, 0
             # a step's unit is one batch of one event's sampled edges

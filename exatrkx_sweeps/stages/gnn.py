@@ -87,7 +87,10 @@ class GNN(NetworkStage):
         # a step's unit is one sector of one event (train.sectors; 1: the whole event)
         parts = [_sectors(ev, s) for ev in train]
         saved = 0  # largest activation memory of a step in the first epoch (bytes)
-        for epoch in ctx.epochs(s["epochs"], self.name):
+        state = {"model": model, "opt": opt, "sched": sched}  # what a checkpoint keeps (RunContext.epochs)
+        if scaler.is_enabled():
+            state["scaler"] = scaler
+        for epoch in ctx.epochs(s["epochs"], self.name, state):
             model.train()
             total = 0.0
             items = [
