@@ -74,7 +74,7 @@ def pack(cache_dir: Path, out: Path, overrides: list[str]) -> None:
     n = 0
     for name in FITTED:
         for f in (cache_dir / "stages").glob(f"{name}-*"):
-            if f.suffix in (".pt", ".sha256"):
+            if f.suffix in (".pt", ".sha256") and not f.name.endswith(".epoch.pt"):  # not a checkpoint
                 shutil.copy2(f, out / f.name)
                 n += f.suffix == ".pt"
     if not n:
