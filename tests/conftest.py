@@ -32,6 +32,18 @@ def small_event(detector):
     return simulate_event(SimulationConfig(mu=10), seed=3, event_id=7, detector=detector)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_tmp(tmp_path_factory):
+    """Libraries' scratch files land under pytest's temporary directory, not in /tmp:
+    MLflow, for one, leaves a lock file there for every SQLite store it opens (one per
+    test). Subprocesses (the app, MLflow servers, SLURM jobs) inherit TMPDIR."""
+    tmp = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(tmp))
+        mp.setattr(tempfile, "tempdir", str(tmp))
+        yield tmp
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """No test writes to the user's cache, MLflow store or Optuna storage."""
