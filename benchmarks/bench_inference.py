@@ -133,26 +133,36 @@ def main() -> None:
     peak_table(*last)
 
 
-def peak_table(cfg: dict, m: dict, device: str = "cpu") -> None:
-    """Per stage at the last pile-up: time, FLOPs, GFLOP/s and the share of the peak."""
-    peaks = {
-        "32": matmul_peak(torch.float32, device=device),
-        "bf16": matmul_peak(torch.bfloat16, device=device),
-    }
-    emulated = " (emulated: this CPU has no bf16 units)" if device == "cpu" and not cpu_has_bf16() else ""
-    print(
-        f"\nmatrix-product peak ({device}): fp32 {peaks['32']:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16']:.1f} GFLOP/s{emulated}"
-    )
+def peak_table(
+    cfg: dict,
+    m: dict,
+    device: str = "cpu",
+    flops: dict[str, float] | None = None,
+    peaks: dict[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per stage at the last pile-up: time, FLOPs, GFLOP/s and the share of the peak.
+    Returns the FLOPs per event and the peaks, for another table of the same events."""
+    if peaks is None:
+        peaks = {
+            "32": matmul_peak(torch.float32, device=device),
+            "bf16": matmul_peak(torch.bfloat16, device=device),
+        }
+        emulated = " (emulated: this CPU has no bf16 units)" if device == "cpu" and not cpu_has_bf16() else ""
+        print(
+            f"\nmatrix-product peak ({device}): fp32 {peaks['32']:.0f} GFLOP/s, "
+            f"bf16 {peaks['bf16']:.1f} GFLOP/s{emulated}"
+        )
     scoring = "bf16" if (cfg.get("eval") or {}).get("precision") == "bf16" else "32"
-    flops = stage_flops(cfg, device)
-    print(f"{'stage':>10} {'s/event':>9} {'GFLOP/event':>12} {'GFLOP/s':>9} {'of peak':>8}")
+    flops = stage_flops(cfg, device) if flops is None else flops
+    head = f"{'stage':>10} {'s/event':>9} {'GFLOP/event':>12} {'GFLOP/s':>9} {'of peak':>8}"
+    print(f"{head}   (filter and GNN scoring in {'fp32' if scoring == '32' else scoring})")
     for name, f in flops.items():
         t = m[f"time_infer_{name}_s"]
         rate = f / 1e9 / t if t > 0 else 0.0
         peak = peaks[scoring if name in ("filter", "gnn") else "32"]  # eval.precision scores edges
         share = f"{100 * rate / peak:7.1f}%" if f else "      -"
         print(f"{name:>10} {t:>9.3f} {f / 1e9:>12.2f} {rate:>9.1f} {share}")
+    return flops, peaks
 
 
 if __name__ == "__main__":

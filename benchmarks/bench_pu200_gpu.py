@@ -10,31 +10,39 @@ On the GPU machine (the folder travels with the checkout):
     python benchmarks/bench_pu200_gpu.py --models benchmarks/pu200_models [--events 4] [key=value ...]
 
 It puts the fitted stages in a fresh stage cache, simulates the setting's events (the
-training events too: the stage chain applies each fitted stage to them, on the GPU, as
-it would to fit the next), runs the test events through every stage on the GPU (radius
-search with faiss-gpu or torch, filter and GNN under the setting's bf16 autocast,
-connected components with cugraph or scipy) and prints, per stage: seconds per event,
-edges after it, GFLOP per event, GFLOP/s and the share of the GPU's matrix-product peak
-measured here; then the physics, and the seed's anchors: 1.11 s per event on a V100,
-0.86 s in the ACTS plugin. The fitted stages are found only with the code that trained
-them (a cache key holds the code's fingerprint): pack and run at the same commit; a
-stage it had to train is named in the output ("trained here").
+training events are not run through the stages: with every fitted stage in the cache
+nothing trains), runs the test events through every stage on the GPU (radius search
+with faiss-gpu or torch, connected components with cugraph or scipy) and prints the
+run's summary. Then it runs the test events twice more, warm (one untimed event first):
+with the filter and the GNN scoring in the precision they were trained with, and in
+bf16 where the device has bf16 units (the same fitted states under bf16 autocast). For
+each: per stage, seconds per event and edges after it, the physics, and GFLOP per
+event, GFLOP/s and the share of the device's matrix-product peak measured here; and the
+seed's anchors: 1.11 s per event on a V100, 0.86 s in the ACTS plugin. The fitted
+stages are found only with the code that trained them (a cache key holds the code's
+fingerprint): pack and run at the same commit; a stage it had to train is named in the
+output ("trained here").
 
 A stage's key also holds the precisions its training resolved ``auto`` to on the
 machine that trained it: the GNN's ``train.precision``, and through the filtered edges
 it trained on, ``eval.precision``. A CPU without bf16 units resolves both to fp32, a
 recent GPU to bf16, and so would train the GNN again. ``--pack`` therefore writes the
-training run's overrides (``key=value`` given after ``--pack DIR``: those of the CPU run)
-with both precisions resolved to ``overrides.txt``, and ``--models`` applies them before
-its own: the GPU scores in the precision the models were trained with. Without ``--models`` it
-first trains the setting on the GPU (tens of minutes). Without CUDA it runs on the CPU,
-for a dry run of the script. A few minutes on a GPU machine, set-up included.
+training run's overrides (``key=value`` given after ``--pack DIR``: those of the CPU
+run) with both precisions resolved to ``overrides.txt``, and ``--models`` applies them
+before its own; the bf16 pass changes only how the test events are scored. Without
+``--models`` it first trains the setting on the GPU (tens of minutes). Without CUDA it
+runs on the CPU, for a dry run of the script. A few minutes on a GPU machine, set-up
+included. On a machine without the package's other dependencies (no internet), hydra-core,
+omegaconf and antlr4-python3-runtime are all it needs beside torch, torch-geometric,
+numpy, scipy, pandas, psutil and tqdm: ``PYTHONPATH=.:<their folder>`` instead of
+``pip install``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -48,6 +56,9 @@ from hydra import compose, initialize_config_module
 from exatrkx_sweeps import pipeline
 from exatrkx_sweeps.cache import default_dir
 from exatrkx_sweeps.config import validate
+from exatrkx_sweeps.devices import cpu_has_bf16
+from exatrkx_sweeps.profiling import Profiler
+from exatrkx_sweeps.stages.base import RunContext
 
 FITTED = ("embedding", "graph", "filter", "gnn")  # the stage entries of the cache worth carrying
 SEED_ANCHORS = "seed: 1.11 s per event on a V100 (16 GB), 0.86 s in the ACTS plugin"
@@ -124,24 +135,64 @@ def main() -> None:
         # the first N of the setting's test events; data.n_test=N would move the training
         # events (the test events come first) and so miss every fitted stage
         cfg["eval"]["data"] = {**copy.deepcopy(cfg["data"]), "n_train": 0, "n_val": 0, "n_test": args.events}
-    report = pipeline.run(cfg, progress=True)
+    captured: list[tuple] = []  # (stage, settings, fitted state) of every stage, in order
+    callbacks = pipeline.Callbacks(on_fitted=lambda *fitted: captured.append(fitted))
+    report = pipeline.run(cfg, callbacks, progress=True)
     m, info = report.metrics, report.info
     trained = [s for s in ("embedding", "filter", "gnn") if not report.cache_hits.get(s)]
     print(report.summary_table())
     backends = f"graph {info['graph_backend']}, tracks {info['tracks_backend']}"
     print(f"backends: {backends}; trained here: {trained or 'none'}")
-    print(f"\nper event ({m['hits_per_event']:.0f} hits), on {device}:")
-    for name in ("graph", "filter", "gnn", "tracks"):
-        edges = m.get(f"edges_per_event_{'embedding' if name == 'graph' else name}")
-        shown = f", {edges:,.0f} edges after it" if edges is not None and name != "tracks" else ""
-        print(f"  {name:>7}: {m[f'time_infer_{name}_s']:.3f} s{shown}")
-    print(f"  total  : {m['time_infer_total_s']:.3f} s per event ({SEED_ANCHORS})")
-    peaks = {k: round(v) for k, v in m.items() if k.startswith("cuda_peak")}
-    if peaks:
-        print(f"CUDA peak memory (MB): {peaks}")
-    peak_table(cfg, m, device)
+    first = m["time_infer_total_s"]
+    print(f"the run's test pass (the first on this device, its warm-up included): {first:.3f} s per event")
+
+    # the same test events again, warm: as trained, and with bf16 scoring where the device has bf16 units
+    test = pipeline.load_events(cfg, cache, progress=False).test
+    trained_in = "bf16" if cfg["eval"]["precision"] == "bf16" else "32"
+    has_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
+    passes = {trained_in: None, **({"bf16": None} if has_bf16 else {})}
+    for precision in passes:
+        passes[precision] = warm_pass(captured, cfg, test, device, precision)
+    flops = peaks = None
+    for precision, pm in passes.items():
+        name = "fp32" if precision == "32" else precision
+        tag = " (as trained)" if precision == trained_in else " (the models trained in fp32, scored in bf16)"
+        print(f"\n{name} scoring{tag}, per event ({pm['hits_per_event']:.0f} hits), on {device}, warm:")
+        for stage in ("graph", "filter", "gnn", "tracks"):
+            edges = pm.get(f"edges_per_event_{'embedding' if stage == 'graph' else stage}")
+            shown = f", {edges:,.0f} edges after it" if edges is not None and stage != "tracks" else ""
+            print(f"  {stage:>7}: {pm[f'time_infer_{stage}_s']:.3f} s{shown}")
+        print(f"  total  : {pm['time_infer_total_s']:.3f} s per event ({SEED_ANCHORS})")
+        print(
+            f"  technical efficiency {100 * pm['eff_tech_pt0.5']:.2f}% (pT > 0.5 GeV), "
+            f"{100 * pm['eff_tech_pt1']:.2f}% (> 1 GeV); physics {100 * pm['eff_phys_pt0.5']:.2f}% / "
+            f"{100 * pm['eff_phys_pt1']:.2f}%; purity {100 * pm['purity']:.2f}%"
+        )
+        peaks_mb = {k: round(v) for k, v in pm.items() if k.startswith("cuda_peak")}
+        if peaks_mb:
+            print(f"  CUDA peak memory (MB): {peaks_mb}")
+        scored = {**cfg, "eval": {**cfg["eval"], "precision": precision}}
+        flops, peaks = peak_table(scored, pm, device, flops, peaks)
     print(f"\nwall time, set-up included: {time.perf_counter() - t_start:.0f} s")
     shutil.rmtree(cache, ignore_errors=True)
+
+
+def warm_pass(captured: list[tuple], cfg: dict, events: list, device: str, precision: str) -> dict:
+    """The test events through the fitted stages with the filter and the GNN scoring in
+    ``precision`` (the fitted states unchanged), after one untimed event as a warm-up:
+    the metrics of ``pipeline.run``'s test pass."""
+    ctx = RunContext(device=torch.device(device))
+    fitted = []
+    for stage, s, state in captured:
+        if "infer_precision" in s.apply:
+            s = dataclasses.replace(s, apply={**s.apply, "infer_precision": precision})
+        fitted.append(pipeline.Fitted(stage, stage.load(ctx, s, state), ""))
+    pipeline.evaluate(fitted, events[:1], Profiler(ctx.device), cfg)
+    prof = Profiler(ctx.device)
+    edges, tracks = pipeline.evaluate(fitted, events, prof, cfg)
+    m = pipeline.evaluation_metrics(fitted, edges, tracks, prof)
+    m["hits_per_event"] = sum(d.num_nodes for d in events) / len(events)
+    return m
 
 
 if __name__ == "__main__":

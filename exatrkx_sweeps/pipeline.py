@@ -4,12 +4,15 @@
 
 Every stage goes through the same steps (:mod:`.stages.base`): its settings and the
 upstream key give its cache key; it is fitted (or taken from the stage cache); the
-fitted stage is applied to the training and validation events while a later stage
-still has to train on them (outputs cached too). A run that changes only ``gnn.*``
-therefore reuses the data, embedding, graphs and filter. The test events then go
-through every fitted stage afresh, one event at a time, so that inference times and
-test metrics are measured in every run (and the test data may differ from the
-training data: ``eval.data``).
+fitted stage is applied to the validation events while a later stage still has to
+train, and to the training events only when a later stage's training actually runs (a
+cache miss; outputs cached too). A run that changes only ``gnn.*`` therefore reuses
+the data, embedding, graphs and filter, and one that finds every fitted stage in the
+cache (a change of ``tracks.*``, fitted stages carried to another machine) never
+applies them to the training events. The test events then go through every fitted
+stage afresh, one event at a time, so that inference times and test metrics are
+measured in every run (and the test data may differ from the training data:
+``eval.data``).
 """
 
 from __future__ import annotations
@@ -130,11 +133,7 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     edges, tracks = evaluate(fitted, events.test, prof, cfg, callbacks.on_event, progress)
 
     m = report.metrics
-    m.update(tracks.summary())
-    for name, counts in edges.items():
-        m.update(counts.summary(name))
-    m.update(prof.metrics())
-    m["time_infer_total_s"] = sum(m.get(f"time_infer_{f.stage.name}_s", 0.0) for f in fitted)
+    m.update(evaluation_metrics(fitted, edges, tracks, prof))
     m["hits_per_event"] = float(np.mean([d.num_nodes for d in events.test]))
     report.info.update(events.info, device=str(device), hits_per_test_event=m["hits_per_event"])
     # the neighbour search and connected components that ran (auto: GPU ones where usable);
@@ -150,6 +149,17 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     report.per_event["edge_eff_embedding"] = edges["embedding"].per_event_efficiency
     m["time_total_s"] = time.perf_counter() - t_start
     return report
+
+
+def evaluation_metrics(fitted: list[Fitted], edges: dict[str, EdgeCounts], tracks: TrackCounts, prof: Profiler):
+    """The metrics of a test pass (``evaluate``): the tracks', the edges' after each
+    stage, the profiler's, and the inference time per event of all stages together."""
+    m = tracks.summary()
+    for name, counts in edges.items():
+        m.update(counts.summary(name))
+    m.update(prof.metrics())
+    m["time_infer_total_s"] = sum(m.get(f"time_infer_{f.stage.name}_s", 0.0) for f in fitted)
+    return m
 
 
 def _join(cfg: dict) -> tuple[distributed.World, torch.device]:
@@ -223,18 +233,21 @@ def fit_stages(
     on_fitted: Callable[[Stage, Settings, Any], None] | None = None,
 ) -> list[Fitted]:
     """Fit every stage in order on what the stages before it made of the training and
-    validation events; each fitted state and each output keyed and cached."""
+    validation events; each fitted state and each output keyed and cached. What a stage
+    makes of the training events is made when a later stage's training needs it."""
     chain = stages(cfg)
-    train = [EventGraph(d) for d in events.train]
+    train: Callable[[], list[EventGraph]] = partial(_graphs, events.train)
     val = [EventGraph(d) for d in events.val]
     upstream = events.key
-    fitted = []
+    fitted, prepared = [], []
     for i, stage in enumerate(chain):
         s = stage.settings(cfg)
         fit_key = stage_key(stage.name, s.fit, [upstream, ENTRY_FORMAT], fingerprint(*stage.code(s)))
         key = stage_key(stage.name, s.apply, [fit_key])
         state = None
         if stage.fits:
+            if not cache.contains(fit_key):
+                train()  # the stages before, each timed as its own, not as this one's training
             with prof.measure(stage.name, "train"):
                 checkpoint = cache.checkpoint(fit_key)  # a killed training goes on from it
                 fit = partial(_fit, stage, replace(ctx, checkpoint=checkpoint), s, train, val)
@@ -247,15 +260,40 @@ def fit_stages(
             on_fitted(stage, s, state)
         apply = stage.load(ctx, s, state)
         if any(later.fits for later in chain[i + 1 :]):
+            train = _prepared(cache, prof, stage.name, key, apply, train)
+            prepared.append(stage)
             with prof.measure(stage.name, "prepare"):
-                train = _outputs(cache, f"{stage.name}.train", key, apply, train)
                 val = _outputs(cache, f"{stage.name}.val", key, apply, val)
             if stage.edge_metrics and on_stage:
                 on_stage(stage.name, val_edge_metrics([ev.data for ev in val], [ev.edges for ev in val]))
-        report.cache_hits[stage.name] = cache.hits.get(stage.name if stage.fits else f"{stage.name}.train")
         fitted.append(Fitted(stage, apply, key))
         upstream = key
+    for stage in chain:  # from the cache, or (a stage that fits nothing) nothing made afresh
+        made = cache.hits.get(f"{stage.name}.train", True) if stage in prepared else None
+        report.cache_hits[stage.name] = cache.hits.get(stage.name) if stage.fits else made
     return fitted
+
+
+def _graphs(data: list[Data]) -> list[EventGraph]:
+    return [EventGraph(d) for d in data]
+
+
+def _prepared(cache: StageCache, prof: Profiler, name: str, key: str, apply: Applier, upstream):
+    """What stage ``name`` makes of the training events (``upstream()``), made and cached
+    the first time it is asked for, then kept (and the stages' before let go: at pile-up
+    200 one stage's graphs of 16 events take 1.6 GB)."""
+    made: list[list[EventGraph]] = []
+
+    def get() -> list[EventGraph]:
+        nonlocal upstream
+        if not made:
+            events = upstream()  # outside this stage's timer: the stages before time their own
+            with prof.measure(name, "prepare"):
+                made.append(_outputs(cache, f"{name}.train", key, apply, events))
+            upstream = None
+        return made[0]
+
+    return get
 
 
 def _fitted(cache: StageCache, world: distributed.World, name: str, key: str, fit: Callable[[], dict]):
@@ -273,7 +311,9 @@ def _fitted(cache: StageCache, world: distributed.World, name: str, key: str, fi
     return entry
 
 
-def _fit(stage: Stage, ctx: RunContext, s, train: list[EventGraph], val: list[EventGraph]) -> dict:
+def _fit(
+    stage: Stage, ctx: RunContext, s, train: Callable[[], list[EventGraph]], val: list[EventGraph]
+) -> dict:
     """The cache entry of a fitted stage: its state, its training metrics (the last
     epoch's value of each) and how long it trained, which a run reports as
     ``fit_<name>_<stage>`` (``fit_time_s_gnn``) also when the stage comes from the cache."""
@@ -285,7 +325,7 @@ def _fit(stage: Stage, ctx: RunContext, s, train: list[EventGraph], val: list[Ev
             ctx.on_epoch(name, epoch, metrics)
 
     t0 = time.perf_counter()
-    state = stage.fit(replace(ctx, on_epoch=on_epoch), s, train, val)
+    state = stage.fit(replace(ctx, on_epoch=on_epoch), s, train(), val)
     return {"state": state, "fit": {**last, "time_s": time.perf_counter() - t0}}
 
 

@@ -166,6 +166,24 @@ def test_settings_from_other_groups_are_in_the_key_of_the_stage_that_reads_them(
     assert cut.metrics["edges_per_event_gnn"] < first.metrics["edges_per_event_gnn"]
 
 
+def test_fitted_stages_alone_test_without_the_training_events_outputs(first_run, tmp_path):
+    """Fitted stages carried to another cache (another machine: benchmarks/bench_pu200_gpu.py)
+    test there without applying them to the training events: no stage trains, no training
+    output is made, and the tracks are those of the run that trained them."""
+    cache, cfg, first = first_run
+    (tmp_path / "stages").mkdir()
+    fitted = ("embedding-", "filter-", "gnn-")
+    for f in (cache / "stages").iterdir():
+        if f.name.startswith(fitted) and f.suffix in (".pt", ".sha256"):
+            shutil.copy2(f, tmp_path / "stages" / f.name)
+    report = pipeline.run({**cfg, "cache": {**cfg["cache"], "dir": str(tmp_path)}})
+    assert all(report.cache_hits[s] for s in ("embedding", "graph", "filter", "gnn")), report.cache_hits
+    made = {f.name.split("-")[0] for f in (tmp_path / "stages").glob("*.pt")}
+    assert made == {"embedding", "embedding.val", "filter", "filter.val", "gnn", "graph.val"}, made
+    for k in ("eff_tech_pt0.5", "purity", "edges_per_event_gnn"):
+        assert report.metrics[k] == pytest.approx(first.metrics[k]), k
+
+
 def test_a_new_gnn_architecture_is_a_model_module_and_its_config(first_run):
     """tests/toy_gnn.py and tests/conf/gnn/toy.yaml are all it takes: the stage, the
     pipeline and the config schema pick it up from the model registry."""
