@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -240,61 +241,73 @@ def _curves(uri: str, run_id: str) -> dict[str, list[float]]:
     }
 
 
-def test_two_processes_train_as_one_with_the_same_total_batch(tmp_path):
-    """``train.devices=2`` (two CPU processes under torchrun, gloo) against one process
-    with ``train.events_per_step=2``: the same events make each step, so the loss curves
-    of the embedding, the filter and the GNN agree and so does the physics."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    base = [*TINY, "train.threads=1", f"tracking.uri={uri}"]
-    env = {**os.environ, "EXATRKX_PROGRESS_EVERY": "0"}
-    for i, extra in enumerate((["train.devices=2"], ["train.events_per_step=2"])):
-        r = subprocess.run(
-            [sys.executable, "-m", "exatrkx_sweeps", *base, *extra, f"cache.dir={tmp_path / f'cache{i}'}"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    two, one = sorted(_runs(uri, "exatrkx"), key=lambda r: r.info.start_time)
-    assert two.data.params["train.devices"] == "2" and one.data.params["train.devices"] == "1"
-    for key, curve in _curves(uri, one.info.run_id).items():
-        other = _curves(uri, two.info.run_id)[key]
+ONE_THREAD = [*TINY, "train.threads=1"]  # the trainings compared below, each process on one thread
+
+
+def _app(tmp: Path, args: list[str], env: dict | None = None) -> str:
+    """The app with ``args`` in ``tmp``, with its stage cache and MLflow store there (URI returned)."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    r = subprocess.run(
+        [sys.executable, "-m", "exatrkx_sweeps", *args, f"tracking.uri={uri}", f"cache.dir={tmp / 'cache'}"],
+        cwd=tmp, env={**os.environ, "EXATRKX_PROGRESS_EVERY": "0", **(env or {})},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return uri
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference of the trainings on two processes: one process that takes two events
+    per optimizer step (``train.events_per_step=2``). Its MLflow run's loss curves."""
+    uri = _app(tmp_path_factory.mktemp("one_process"), [*ONE_THREAD, "train.events_per_step=2"])
+    (run,) = _runs(uri, "exatrkx")
+    assert run.data.params["train.devices"] == "1"
+    assert run.data.metrics["eff_tech_pt0.5"] > 0.3  # it reconstructs tracks
+    return run, _curves(uri, run.info.run_id)
+
+
+def _same_training(curves: dict[str, list[float]], uri: str, run) -> None:
+    for key, curve in curves.items():
+        other = _curves(uri, run.info.run_id)[key]
         assert len(curve) == len(other) > 1
         for a, b in zip(curve, other, strict=True):
             assert abs(a - b) <= 0.01 * abs(a), (key, curve, other)
+
+
+def test_two_processes_train_as_one_with_the_same_total_batch(tmp_path, one_process):
+    """``train.devices=2`` (two CPU processes under torchrun, gloo) against one process
+    with ``train.events_per_step=2``: the same events make each step, so the loss curves
+    of the embedding, the filter and the GNN agree and so does the physics."""
+    one, curves = one_process
+    uri = _app(tmp_path, [*ONE_THREAD, "train.devices=2"])
+    runs = _runs(uri, "exatrkx")
+    assert len(runs) == 1  # the second process logged nothing
+    (two,) = runs
+    assert two.data.params["train.devices"] == "2"
+    _same_training(curves, uri, two)
     for m in ("eff_tech_pt0.5", "purity", "edge_eff_gnn"):
         assert abs(one.data.metrics[m] - two.data.metrics[m]) < 0.01, m
-    assert one.data.metrics["eff_tech_pt0.5"] > 0.3  # it reconstructs tracks
-    assert len(_runs(uri, "exatrkx")) == 2  # the second process logged nothing
 
 
-def test_a_trial_trains_on_two_slurm_tasks(tmp_path, slurm):
+def test_a_trial_trains_on_two_slurm_tasks(tmp_path, slurm, one_process):
     """The multi-GPU recipe on this CPU node: ``hydra.launcher.tasks_per_node=2`` makes a
     trial one SLURM job of two tasks that train together (ranks from SLURM_PROCID, gloo);
     task 0 logs the one MLflow run, with the same losses as one process with
     ``train.events_per_step=2``."""
-    env = {**os.environ, **slurm.env, "EXATRKX_PROGRESS_EVERY": "0"}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [*TINY, "train.threads=1", f"tracking.uri={uri}"]
+    _, curves = one_process
     slurm_args = [
         "seed=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'o.db'}",
         "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-        f"cache.dir={tmp_path / 'cache0'}",
     ]  # fmt: skip
-    single = ["train.events_per_step=2", f"cache.dir={tmp_path / 'cache1'}"]
-    for args in (["-m", *slurm_args], single):
-        r = subprocess.run(
-            [sys.executable, "-m", "exatrkx_sweeps", *args[:1], *common, *args[1:]],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    runs = sorted(_runs(uri, "exatrkx"), key=lambda r: r.info.start_time)
-    assert len(runs) == 2, [r.info.run_name for r in runs]  # task 1 logged nothing
-    on_slurm, one = runs
+    uri = _app(tmp_path, ["-m", *ONE_THREAD, *slurm_args], slurm.env)
+    runs = _runs(uri, "exatrkx")
+    assert len(runs) == 1, [r.info.run_name for r in runs]  # task 1 logged nothing
+    (on_slurm,) = runs
     assert on_slurm.data.params["train.devices"] == "2" and "trial" in on_slurm.data.tags
-    for key, curve in _curves(uri, one.info.run_id).items():
-        other = _curves(uri, on_slurm.info.run_id)[key]
-        assert all(abs(a - b) <= 0.01 * abs(a) for a, b in zip(curve, other, strict=True)), key
+    _same_training(curves, uri, on_slurm)
     logs = sorted((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # one log per task
 
