@@ -116,6 +116,10 @@ class StageCache:
         written (None when the cache is off); ``cache list`` shows it with its stage."""
         return self.root / "stages" / f"{key}.epoch.pt" if self.enabled else None
 
+    def contains(self, key: str) -> bool:
+        """Whether an entry of ``key`` is on disk (its checksum is checked when read)."""
+        return self.enabled and self._path(key).exists()
+
     def get(self, name: str, key: str) -> Any | None:
         """The cached value of ``key``, or None (also when the cache is off)."""
         if not self.enabled:

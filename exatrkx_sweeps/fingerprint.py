@@ -8,7 +8,14 @@ run it and of nothing upstream, without anyone bumping a version by hand.
 
 What is hashed is the code, not its text: the syntax tree without docstrings, so that
 editing a comment or a docstring does not throw away a cached training (the full-scale
-setting's takes over an hour).
+setting's takes over an hour). The tree is written as Python 3.11 writes it on every
+later Python too, so that fitted stages carried to a machine with another interpreter
+(``benchmarks/bench_pu200_gpu.py``: a GPU machine's Python 3.12) keep their keys.
+
+Modules that only compute keys, store entries, lock files or report progress
+(``_UNKEYED``) are left out of every closure: editing them changes no result, and they
+are imported by the event store, so an edit would otherwise make every cached event and
+fitted stage a miss.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import sys
 from functools import cache
 from types import ModuleType
 
 _PACKAGE = __name__.split(".")[0]
+_UNKEYED = frozenset(f"{_PACKAGE}.{m}" for m in ("fingerprint", "cache", "locks", "progress"))
 
 
 @cache
@@ -50,7 +59,20 @@ def _code(name: str) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return _dump(tree)
+
+
+def _dump(tree: ast.AST) -> str:
+    """``ast.dump(tree)`` as Python 3.11 writes it, on 3.12 and 3.13 too: without the empty
+    ``type_params`` that 3.12 gave every function and class, without the empty strings
+    that 3.12's f-string parser puts in format specs, and with the empty fields that
+    3.13 leaves out by default."""
+    for node in ast.walk(tree):
+        if getattr(node, "type_params", None) == []:
+            del node.type_params
+        if isinstance(node, ast.JoinedStr):
+            node.values = [v for v in node.values if not (isinstance(v, ast.Constant) and v.value == "")]
+    return ast.dump(tree, **({"show_empty": True} if sys.version_info >= (3, 13) else {}))
 
 
 def _is_module(name: str) -> bool:
@@ -86,12 +108,13 @@ def _imports(name: str) -> frozenset[str]:
 
 
 def closure(*modules: ModuleType | str) -> list[str]:
-    """The given modules and everything they import within the followed packages, sorted."""
+    """The given modules and everything they import within the followed packages, sorted
+    (the unkeyed ones left out)."""
     todo = [m if isinstance(m, str) else m.__name__ for m in modules]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
-        if name in seen or not _is_module(name):
+        if name in seen or name in _UNKEYED or not _is_module(name):
             continue
         seen.add(name)
         # a submodule's parent packages run too (their __init__)

@@ -248,7 +248,7 @@ def fit_stages(
         key = stage_key(stage.name, s.apply, [fit_key])
         state = None
         if stage.fits:
-            if not _in_cache(cache, fit_key):
+            if not cache.contains(fit_key):
                 train()  # the stages before, each timed as its own, not as this one's training
             with prof.measure(stage.name, "train"):
                 checkpoint = cache.checkpoint(fit_key)  # a killed training goes on from it
@@ -274,14 +274,6 @@ def fit_stages(
         made = cache.hits.get(f"{stage.name}.train", True) if stage in prepared else None
         report.cache_hits[stage.name] = cache.hits.get(stage.name) if stage.fits else made
     return fitted
-
-
-def _in_cache(cache: StageCache, key: str) -> bool:
-    """Whether ``cache`` holds an entry of ``key`` (its checksum is checked when read).
-    Not a method of StageCache: cache.py is in the code fingerprint of the processed
-    events (data/dataset.py imports it), so any edit there makes every cached event and
-    fitted stage a miss."""
-    return cache.enabled and cache._path(key).exists()
 
 
 def _graphs(data: list[Data]) -> list[EventGraph]:

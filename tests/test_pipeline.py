@@ -141,6 +141,34 @@ def test_the_fingerprint_follows_the_code_not_its_comments_or_docstrings(tmp_pat
     assert key('"""A model."""\n\ndef f(x):\n    return 3 * x\n') != base
 
 
+def test_the_fingerprint_is_the_same_on_later_pythons():
+    """Python 3.12 gives every function and class an empty ``type_params`` and puts empty
+    strings in f-string format specs; 3.13 leaves empty fields out of ``ast.dump``. The
+    fingerprint writes the tree as 3.11 does, so a cache key is the same on each (here:
+    a 3.11 tree given what 3.12 adds)."""
+    import ast
+
+    source = fingerprint._source("exatrkx_sweeps.report")  # f-strings with format specs
+    want = fingerprint._dump(ast.parse(source))
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node.type_params = []
+        if isinstance(node, ast.JoinedStr):
+            node.values = [*node.values, ast.Constant(value="")]
+    assert ast.dump(tree) != want and fingerprint._dump(tree) == want  # (3.11 dumps no type_params)
+
+
+def test_editing_progress_or_the_cache_code_keeps_every_entry(first_run, monkeypatch):
+    """Modules that only report progress, store entries or compute keys are not in any
+    stage's fingerprint, the processed events' included."""
+    cache, cfg, _ = first_run
+    for module in ("progress", "cache", "locks", "fingerprint"):
+        _edited(monkeypatch, f"exatrkx_sweeps.{module}")
+    hits = pipeline.run(cfg).cache_hits
+    assert all(hits[s] for s in ("data", "embedding", "graph", "filter", "gnn")), hits
+
+
 def test_editing_a_model_misses_its_stage_and_hits_upstream(first_run, monkeypatch):
     cache, cfg, _ = first_run
     _edited(monkeypatch, "exatrkx_sweeps.models.interaction")
