@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import logging
 import shutil
 import sys
 import tempfile
@@ -109,6 +110,8 @@ def main() -> None:
         given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("cache.dir=")]
         return pack(args.cache or Path(given[-1] if given else default_dir()), args.pack, args.overrides)
     t_start = time.perf_counter()
+    # the run's progress lines (events simulated, stages, test events) on stderr
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU (no CUDA here: a dry run)'}")
     cache = Path(tempfile.mkdtemp(prefix="pu200_gpu_"))

@@ -29,30 +29,34 @@ def _interval() -> float:
 
 
 def progress(
-    items: Iterable[T], desc: str, unit: str, enabled: bool = True, leave: bool = False
+    items: Iterable[T], desc: str, unit: str, enabled: bool = True, leave: bool = False, done: int = 0
 ) -> Iterable[T]:
-    """``items``, reporting progress when ``enabled``: a bar on a terminal, else log lines."""
+    """``items``, reporting progress when ``enabled``: a bar on a terminal, else log lines.
+    ``done``: how many came before these (a resumed training's finished epochs), counted
+    in the numbers shown but not in the rate."""
     if not enabled:
         return items
     if sys.stderr.isatty():
-        return tqdm(items, desc=desc, unit=unit, leave=leave)
-    return _logged(items, desc, unit)
+        total = done + len(items) if hasattr(items, "__len__") else None
+        return tqdm(items, desc=desc, unit=unit, leave=leave, initial=done, total=total)
+    return _logged(items, desc, unit, done)
 
 
-def _logged(items: Iterable[T], desc: str, unit: str) -> Iterator[T]:
+def _logged(items: Iterable[T], desc: str, unit: str, done: int = 0) -> Iterator[T]:
     seq = list(items)
-    n, every = len(seq), _interval()
+    n, every = done + len(seq), _interval()
     t0 = last = time.perf_counter()
-    i = 0
+    i = done
     try:
-        for i, item in enumerate(seq, 1):
+        for i, item in enumerate(seq, done + 1):
             yield item
             now = time.perf_counter()
             if i == n or now - last >= every:
                 last = now
-                rate = (now - t0) / i
+                rate = (now - t0) / (i - done)
                 tail = f", about {rate * (n - i):.0f} s left" if i < n else ""
                 log.info(f"{desc}: {i}/{n} {unit}s in {now - t0:.0f} s ({rate:.2f} s/{unit}{tail})")
     finally:
-        if i < n:  # the loop stopped early (early stopping, an error)
-            log.info(f"{desc}: stopped after {i}/{n} {unit}s, {time.perf_counter() - t0:.0f} s")
+        if i < n:  # the loop stopped early (early stopping, an error, a kill) in its i-th item
+            where = f"in {unit} {i}/{n}" if i > done else f"before {unit} {done + 1}/{n}"
+            log.info(f"{desc}: stopped {where}, {time.perf_counter() - t0:.0f} s")

@@ -28,4 +28,22 @@ def test_a_loop_left_early_says_where_it_stopped(caplog):
     for epoch in progress(range(10), "train gnn", "epoch"):
         if epoch == 3:
             break  # early stopping
-    assert caplog.messages[-1].startswith("train gnn: stopped after 4/10 epochs")
+    assert caplog.messages[-1].startswith("train gnn: stopped in epoch 4/10")
+
+
+def test_a_resumed_loop_counts_the_items_done_before(caplog, monkeypatch):
+    """A training resumed after 18 of 24 epochs: its lines say 19/24 to 24/24, its rate
+    and time left are those of this run's epochs; an error in epoch 21 stops it there."""
+    caplog.set_level(logging.INFO, logger="exatrkx_sweeps.progress")
+    monkeypatch.setenv("EXATRKX_PROGRESS_EVERY", "0")
+    assert list(progress(range(18, 24), "train gnn", "epoch", done=18)) == list(range(18, 24))
+    lines = [m.split(" in ")[0] for m in caplog.messages]
+    assert lines == [f"train gnn: {i}/24 epochs" for i in range(19, 25)]
+    caplog.clear()
+    try:
+        for epoch in progress(range(18, 24), "train gnn", "epoch", done=18):
+            if epoch == 20:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert caplog.messages[-1].startswith("train gnn: stopped in epoch 21/24, ")

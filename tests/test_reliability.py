@@ -418,6 +418,9 @@ def test_a_training_stopped_mid_stage_goes_on_from_its_last_epoch(tmp_path):
         pipeline.Callbacks(on_epoch=lambda stage, epoch, m: epochs.append(epoch) if stage == "gnn" else None),
     )
     assert epochs == list(range(9, 25))
+    # the activation memory is measured in the first epoch the resumed run trains
+    saved = resumed.metrics["fit_saved_mb_gnn"]
+    assert saved == pytest.approx(reference.metrics["fit_saved_mb_gnn"], rel=0.2) and saved > 0
     assert not list((cut / "stages").glob("*.epoch.pt"))  # gone with the entry written
     (entry,) = (full / "stages").glob("gnn-*.pt")
     ok, whole = read_checked(entry, "gnn")

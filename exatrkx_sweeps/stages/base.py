@@ -125,7 +125,8 @@ class RunContext:
             if start and self.world.main:
                 log.info(f"{stage}: resuming after epoch {start} of {n_epochs} ({path.name})")
         shown = self.progress and self.world.main
-        for epoch in progress(range(start, int(n_epochs)), f"train {stage}", "epoch", enabled=shown):
+        epochs = range(start, int(n_epochs))
+        for epoch in progress(epochs, f"train {stage}", "epoch", enabled=shown, done=start):
             yield epoch
             if path is not None and self.world.main:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,8 @@ class GNN(NetworkStage):
         pos_weight = torch.tensor(float(s["pos_weight"]), device=device)
         # a step's unit is one sector of one event (train.sectors; 1: the whole event)
         parts = [_sectors(ev, s) for ev in train]
-        saved = 0  # largest activation memory of a step in the first epoch (bytes)
+        saved = 0  # largest activation memory of a step in the first epoch this run trains (bytes)
+        measuring = True  # that epoch: the first after a resume too
         state = {"model": model, "opt": opt, "sched": sched}  # what a checkpoint keeps (RunContext.epochs)
         if scaler.is_enabled():
             state["scaler"] = scaler
@@ -106,7 +107,7 @@ class GNN(NetworkStage):
                     if i not in current:
                         current = {i: _sector_batches(train[i], targets[i], parts[i], s, epoch, i, device)}
                     x, edges, attr, y, w, in_core = current[i][k]
-                    with saved_for_backward() if epoch == 0 else nullcontext([0]) as box:
+                    with saved_for_backward() if measuring else nullcontext([0]) as box:
                         with autocast(precision, device):
                             logits = model(x, edges, attr)[in_core]
                         loss = loss_fn(logits, y, w, pos_weight)
@@ -117,6 +118,7 @@ class GNN(NetworkStage):
                     scaler.step(opt)
                     scaler.update()
             sched.step()
+            measuring = False
             (total,) = dp.total(total)
             metrics = {"loss": total / max(len(items), 1), "saved_mb": saved / 2**20}
             if val and ctx.world.main:
