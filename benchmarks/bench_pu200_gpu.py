@@ -153,9 +153,8 @@ def main() -> None:
     test = pipeline.load_events(cfg, cache, progress=False).test
     trained_in = "bf16" if cfg["eval"]["precision"] == "bf16" else "32"
     has_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
-    passes = {trained_in: None, **({"bf16": None} if has_bf16 else {})}
-    for precision in passes:
-        passes[precision] = warm_pass(captured, cfg, test, device, precision)
+    precisions = dict.fromkeys([trained_in, *(["bf16"] if has_bf16 else [])])  # in order, once each
+    passes = {p: warm_pass(captured, cfg, test, device, p) for p in precisions}
     flops = peaks = None
     for precision, pm in passes.items():
         name = "fp32" if precision == "32" else precision
