@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from contextlib import contextmanager
 
 
 class ConfigError(ValueError):
@@ -30,6 +32,37 @@ class JobTerminated(RuntimeError):
 def raise_terminated(signum, frame) -> None:
     """Signal handler: SIGTERM (or another signal) as :class:`Terminated`."""
     raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def signals_held(signums=(signal.SIGTERM, signal.SIGINT)):
+    """Run the block with SIGTERM and SIGINT held back; one that arrives meanwhile is
+    handed to its handler when the block ends. For calls that run worker threads of
+    their own and wait for them (scipy's KD-tree query with ``workers``): a handler that
+    raised during that wait would unwind the call and free its output arrays while the
+    workers still write into them, and the process would die of a segmentation fault
+    instead of ending the run KILLED. Outside the main thread (where no handler runs)
+    the block runs as it is."""
+    previous = {s: signal.getsignal(s) for s in signums}
+    previous = {s: h for s, h in previous.items() if h is not None}  # None: set outside Python
+    if threading.current_thread() is not threading.main_thread() or not previous:
+        yield
+        return
+    caught: list[tuple[int, object]] = []
+    for s in previous:
+        signal.signal(s, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signum, frame = caught[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def launched_job() -> str | None:

@@ -21,6 +21,7 @@ try:
 except ImportError:  # faiss is optional: the KD-tree and torch backends always work
     faiss = None
 
+from ..errors import signals_held
 from . import NEIGHBOUR_BACKENDS as BACKENDS
 
 
@@ -67,10 +68,12 @@ def radius_neighbours(points: torch.Tensor, radius: float, k: int, backend: str 
     x = np.ascontiguousarray(points.detach().float().cpu().numpy())
     if backend == "kdtree":
         x64 = x.astype(np.float64)
-        # the query runs on torch's threads (train.threads): 2.1x faster on 2 cores
-        dist, idx = cKDTree(x64).query(
-            x64, k=kk, distance_upper_bound=radius * (1 + 1e-6), workers=torch.get_num_threads()
-        )
+        # the query runs on torch's threads (train.threads): 2.1x faster on 2 cores; a
+        # SIGTERM or Ctrl-C waits for its worker threads (signals_held)
+        with signals_held():
+            dist, idx = cKDTree(x64).query(
+                x64, k=kk, distance_upper_bound=radius * (1 + 1e-6), workers=torch.get_num_threads()
+            )
         dist, idx = dist.reshape(len(x), kk), idx.reshape(len(x), kk)
         pairs = _pairs_from_knn(dist**2, idx, radius)  # a miss has distance inf, index n
     else:
