@@ -72,6 +72,44 @@ def test_edge_mlp_equals_the_mlp_on_concatenated_hits(edge_dim):
         assert torch.allclose(u, v, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "cls,aggregation", [(InteractionGNN, "sum"), (InteractionGNN, "sum_max"), (AttentionGNN, None), (GCN, None)]
+)
+def test_scoring_in_cache_sized_blocks_gives_the_same_scores(cls, aggregation, monkeypatch):
+    """Scoring on a CPU runs the MLPs block by block (models.mlp.SCORING_BLOCK rows) and
+    sums messages without copying the edges: every score is what one pass over all rows
+    gives, bit for bit; training and tracing still see the plain one-pass network."""
+    from exatrkx_sweeps.models import mlp
+
+    x, edges, attr, _ = _graph(n=300, e=1500)
+    torch.manual_seed(2)
+    kwargs = {"aggregation": aggregation} if aggregation else {}
+    model = cls(node_dim=3, edge_dim=6, hidden=16, iterations=3, **kwargs).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    calls = []
+    for m in norms:
+        m.register_forward_hook(lambda *_: calls.append(1))
+
+    def scored(*inputs):
+        calls.clear()
+        with torch.no_grad():
+            return model(*inputs), len(calls)
+
+    whole, passes = scored(x, edges, attr)
+    monkeypatch.setattr(mlp, "SCORING_BLOCK", 64)  # 1500 edges, 300 hits: many blocks, a short last one
+    blocked, block_passes = scored(x, edges, attr)
+    assert torch.equal(blocked, whole) and block_passes > 3 * passes
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x, edges, attr), check_trace=False)
+    assert torch.equal(traced(x, edges, attr), whole)  # one pass over all rows: any edge count
+    assert torch.allclose(traced(x, edges[:, :700], attr[:700]), scored(x, edges[:, :700], attr[:700])[0], atol=1e-6)
+    # what blocks: a CPU tensor being scored; with autograd on, one pass (gradients as before)
+    rows = torch.zeros(65, 3)
+    assert mlp._in_blocks(rows) is False
+    with torch.no_grad():
+        assert mlp._in_blocks(rows) is True and mlp._in_blocks(rows[:64]) is False
+
+
 @pytest.mark.parametrize("how", ["sum", "max", "sum_max"])
 def test_aggregation_equals_pyg_scatter_with_its_gradients(how):
     """index_add and ScatterMax are PyG's scatter sum and max, values and gradients, ties

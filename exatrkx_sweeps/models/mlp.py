@@ -41,6 +41,40 @@ def make_mlp(
     return nn.Sequential(*layers)
 
 
+# Scoring on a CPU (no autograd) goes through the rows in blocks of this many: one block's
+# activations (4096 x 128 floats, 2 MB) stay in the processor's caches through every
+# layer, so each LayerNorm and activation is a pass over cached memory instead of over
+# hundreds of MB of RAM. The filter's MLP on 500k edges: 0.78 s in one piece, 0.59 s in
+# blocks (2 cores, AVX2); the results are the same rows, computed in the same order.
+SCORING_BLOCK = 4096
+
+
+def eager_scoring(x: torch.Tensor) -> bool:
+    """Whether ``x`` is being scored on a CPU, eagerly: without autograd (whose graph
+    would keep every block's activations anyway), not traced or exported (TorchScript
+    and ONNX take neither a loop over a data-dependent number of blocks nor every op)."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _in_blocks(x: torch.Tensor) -> bool:
+    """Whether the rows of ``x`` are scored block by block: more than one block of them,
+    scored eagerly on a CPU."""
+    return x.shape[0] > SCORING_BLOCK and eager_scoring(x)
+
+
+def rowwise(module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for a module that acts on each row alone (an MLP): in blocks of rows
+    when scoring on a CPU (:data:`SCORING_BLOCK`), else in one call."""
+    if not _in_blocks(x):
+        return module(x)
+    return torch.cat([module(x[i : i + SCORING_BLOCK]) for i in range(0, x.shape[0], SCORING_BLOCK)])
+
+
 def run(module, *inputs: torch.Tensor | None, checkpointing: bool = False) -> torch.Tensor:
     """module(*inputs), recomputed in the backward pass when ``checkpointing`` (saves the
     activations' memory at the price of a second forward). ``module``: any callable."""
@@ -59,16 +93,25 @@ def edge_mlp(
     """``mlp(cat([h[src], h[dst], edge_attr]))`` without building that (E, 2F + F_edge)
     input: the first Linear layer is split into its source, target and edge blocks, the
     node blocks act once per hit (N rows) and are then gathered to the edges (E rows).
-    The same function and parameters, with a third fewer multiply-adds per edge."""
+    The same function and parameters, with a third fewer multiply-adds per edge. Scored
+    on a CPU, the edges go through the layers in cache-sized blocks (:func:`rowwise`)."""
 
     def f(h: torch.Tensor, edge_attr: torch.Tensor | None) -> torch.Tensor:
         first, n = mlp[0], h.shape[-1]
         w_src, w_dst, w_edge = first.weight.split([n, n, first.in_features - 2 * n], dim=1)
         a, b = nn.functional.linear(h, torch.cat([w_src, w_dst])).chunk(2, dim=-1)
-        # index_select, not a[index]: its backward is an index_add, 3x faster on a CPU
-        # than the accumulating index_put that indexing's backward does
-        z = a.index_select(0, edge_index[0]) + b.index_select(0, edge_index[1])
-        z = z + (first.bias if edge_attr is None else nn.functional.linear(edge_attr, w_edge, first.bias))
-        return mlp[1:](z)
+
+        def edges(rows: slice) -> torch.Tensor:
+            # index_select, not a[index]: its backward is an index_add, 3x faster on a
+            # CPU than the accumulating index_put that indexing's backward does
+            z = a.index_select(0, edge_index[0, rows]) + b.index_select(0, edge_index[1, rows])
+            if edge_attr is None:
+                return mlp[1:](z + first.bias)
+            return mlp[1:](z + nn.functional.linear(edge_attr[rows], w_edge, first.bias))
+
+        if not _in_blocks(edge_index.T):
+            return edges(slice(None))
+        n_edges = edge_index.shape[1]
+        return torch.cat([edges(slice(i, i + SCORING_BLOCK)) for i in range(0, n_edges, SCORING_BLOCK)])
 
     return run(f, h, edge_attr, checkpointing=checkpointing)
