@@ -9,7 +9,8 @@ train, and to the training events only when a later stage's training actually ru
 cache miss; outputs cached too). A run that changes only ``gnn.*`` therefore reuses
 the data, embedding, graphs and filter, and one that finds every fitted stage in the
 cache (a change of ``tracks.*``, fitted stages carried to another machine) never
-applies them to the training events. The test events then go through every fitted
+applies them to the training events, and never reads or simulates those events. The
+test events then go through every fitted
 stage afresh, one event at a time, so that inference times and test metrics are
 measured in every run (and the test data may differ from the training data:
 ``eval.data``).
@@ -21,6 +22,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -76,12 +78,19 @@ def stages(cfg: Mapping) -> list[Stage]:
 
 @dataclass
 class Events:
-    train: list[Data]
+    # the training events, read (or simulated) when a stage's training first asks for
+    # them: fitted stages from the cache never do (a PU200 event takes 3 s to simulate)
+    train: Callable[[], list[Data]]
     val: list[Data]
     test: list[Data]
     key: str  # identity of the training and validation events: upstream of the first stage
-    processed: int  # events processed afresh (not read from the cache)
+    stores: tuple[EventStore, ...]
     info: dict = field(default_factory=dict)
+
+    @property
+    def processed(self) -> int:
+        """Events processed afresh so far (not read from the cache)."""
+        return sum(s.n_built for s in self.stores)
 
 
 @dataclass
@@ -123,7 +132,9 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     with prof.measure("data", "prepare"):
         if not world.main:
             distributed.barrier(world)  # the events are processed once, by rank 0
-        events = load_events(cfg, cache_root, progress)
+        events = load_events(cfg, cache_root, progress, prof)
+        if world.size > 1:  # every process trains: rank 0 processes the training events too
+            events.train()
         if world.main:
             distributed.barrier(world)
     fitted = fit_stages(ctx, cfg, events, cache, prof, report, callbacks.on_stage, callbacks.on_fitted)
@@ -193,9 +204,11 @@ def _data_key(store: EventStore, split: str, pt_cut: float, noise_fraction: floa
     )
 
 
-def load_events(cfg: Mapping, cache_root: Path, progress: bool) -> Events:
+def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler | None = None) -> Events:
     """The training and validation events of ``data``, and the test events of
-    ``eval.data`` (else of ``data``) with ``eval``'s pT cut and noise share."""
+    ``eval.data`` (else of ``data``) with ``eval``'s pT cut and noise share. The training
+    events are read the first time ``events.train()`` is called (timed as the data's
+    preparation in ``prof``), then kept."""
     dcfg, ecfg = cfg["data"], cfg.get("eval") or {}
     store = EventStore(dcfg, cache_root, progress=progress)
     test_store = EventStore(ecfg["data"], cache_root, progress=progress) if ecfg.get("data") else store
@@ -204,10 +217,18 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool) -> Events:
     test_noise = ecfg.get("noise_fraction")
     test_pt = float(test_store.cfg.get("pt_cut", 0.0) if test_pt is None else test_pt)
     test_noise = float(test_store.cfg.get("noise_fraction", 1.0) if test_noise is None else test_noise)
-    train, val = store.split("train"), store.split("val")
-    test = test_store.split("test", pt_cut=test_pt, noise_fraction=test_noise)
-    if not train:
+    if not store.ids["train"]:
         raise ValueError("data.n_train is 0: the pipeline needs training events (or cached models of them).")
+    val = store.split("val")
+    test = test_store.split("test", pt_cut=test_pt, noise_fraction=test_noise)
+    read: list[list[Data]] = []
+
+    def train() -> list[Data]:
+        if not read:
+            with prof.measure("data", "prepare") if prof else nullcontext():
+                read.append(store.split("train"))
+        return read[0]
+
     if not test:
         raise ValueError("no test events: set data.n_test (or eval.data with events) to a positive number.")
     key = stage_key(
@@ -216,12 +237,12 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool) -> Events:
     info = {
         "train_data": dcfg.get("name", dcfg.get("source")),
         "test_data": test_store.cfg.get("name", test_store.cfg.get("source")),
-        "n_train": len(train),
+        "n_train": len(store.ids["train"]),
         "n_val": len(val),
         "n_test": len(test),
     }
-    processed = store.n_built + (test_store.n_built if test_store is not store else 0)
-    return Events(train, val, test, key, processed, info)
+    stores = (store,) if test_store is store else (store, test_store)
+    return Events(train, val, test, key, stores, info)
 
 
 def fit_stages(
@@ -276,8 +297,8 @@ def fit_stages(
     return fitted
 
 
-def _graphs(data: list[Data]) -> list[EventGraph]:
-    return [EventGraph(d) for d in data]
+def _graphs(read: Callable[[], list[Data]]) -> list[EventGraph]:
+    return [EventGraph(d) for d in read()]
 
 
 def _prepared(cache: StageCache, prof: Profiler, name: str, key: str, apply: Applier, upstream):

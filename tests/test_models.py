@@ -73,7 +73,8 @@ def test_edge_mlp_equals_the_mlp_on_concatenated_hits(edge_dim):
 
 
 @pytest.mark.parametrize(
-    "cls,aggregation", [(InteractionGNN, "sum"), (InteractionGNN, "sum_max"), (AttentionGNN, None), (GCN, None)]
+    "cls,aggregation",
+    [(InteractionGNN, "sum"), (InteractionGNN, "sum_max"), (AttentionGNN, None), (GCN, None)],
 )
 def test_scoring_in_cache_sized_blocks_gives_the_same_scores(cls, aggregation, monkeypatch):
     """Scoring on a CPU runs the MLPs block by block (models.mlp.SCORING_BLOCK rows) and
@@ -102,7 +103,9 @@ def test_scoring_in_cache_sized_blocks_gives_the_same_scores(cls, aggregation, m
     with torch.no_grad():
         traced = torch.jit.trace(model, (x, edges, attr), check_trace=False)
     assert torch.equal(traced(x, edges, attr), whole)  # one pass over all rows: any edge count
-    assert torch.allclose(traced(x, edges[:, :700], attr[:700]), scored(x, edges[:, :700], attr[:700])[0], atol=1e-6)
+    assert torch.allclose(
+        traced(x, edges[:, :700], attr[:700]), scored(x, edges[:, :700], attr[:700])[0], atol=1e-6
+    )
     # what blocks: a CPU tensor being scored; with autograd on, one pass (gradients as before)
     rows = torch.zeros(65, 3)
     assert mlp._in_blocks(rows) is False

@@ -196,8 +196,9 @@ def test_settings_from_other_groups_are_in_the_key_of_the_stage_that_reads_them(
 
 def test_fitted_stages_alone_test_without_the_training_events_outputs(first_run, tmp_path):
     """Fitted stages carried to another cache (another machine: benchmarks/bench_pu200_gpu.py)
-    test there without applying them to the training events: no stage trains, no training
-    output is made, and the tracks are those of the run that trained them."""
+    test there without applying them to the training events, or even simulating them: no
+    stage trains, no training output is made, and the tracks are those of the run that
+    trained them."""
     cache, cfg, first = first_run
     (tmp_path / "stages").mkdir()
     fitted = ("embedding-", "filter-", "gnn-")
@@ -208,6 +209,9 @@ def test_fitted_stages_alone_test_without_the_training_events_outputs(first_run,
     assert all(report.cache_hits[s] for s in ("embedding", "graph", "filter", "gnn")), report.cache_hits
     made = {f.name.split("-")[0] for f in (tmp_path / "stages").glob("*.pt")}
     assert made == {"embedding", "embedding.val", "filter", "filter.val", "gnn", "graph.val"}, made
+    (processed,) = (tmp_path / "processed").iterdir()
+    val_test = {f"event{i:09d}.pt" for i in range(1000, 1000 + cfg["data"]["n_test"] + cfg["data"]["n_val"])}
+    assert {f.name for f in processed.glob("*.pt")} == val_test  # the training events: never made
     for k in ("eff_tech_pt0.5", "purity", "edges_per_event_gnn"):
         assert report.metrics[k] == pytest.approx(first.metrics[k]), k
 
