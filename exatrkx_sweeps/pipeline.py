@@ -10,10 +10,9 @@ cache miss; outputs cached too). A run that changes only ``gnn.*`` therefore reu
 the data, embedding, graphs and filter, and one that finds every fitted stage in the
 cache (a change of ``tracks.*``, fitted stages carried to another machine) never
 applies them to the training events, and never reads or simulates those events. The
-test events then go through every fitted
-stage afresh, one event at a time, so that inference times and test metrics are
-measured in every run (and the test data may differ from the training data:
-``eval.data``).
+test events then go through every fitted stage afresh, one event at a time, so that
+inference times and test metrics are measured in every run (and the test data may
+differ from the training data: ``eval.data``).
 """
 
 from __future__ import annotations
@@ -221,6 +220,8 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler |
         raise ValueError("data.n_train is 0: the pipeline needs training events (or cached models of them).")
     val = store.split("val")
     test = test_store.split("test", pt_cut=test_pt, noise_fraction=test_noise)
+    if not test:
+        raise ValueError("no test events: set data.n_test (or eval.data with events) to a positive number.")
     read: list[list[Data]] = []
 
     def train() -> list[Data]:
@@ -229,8 +230,6 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler |
                 read.append(store.split("train"))
         return read[0]
 
-    if not test:
-        raise ValueError("no test events: set data.n_test (or eval.data with events) to a positive number.")
     key = stage_key(
         "data", {}, [_data_key(store, "train", pt_cut, noise), _data_key(store, "val", pt_cut, noise)]
     )
