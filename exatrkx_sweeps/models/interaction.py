@@ -97,7 +97,7 @@ class InteractionGNN(nn.Module):
         self.output = make_mlp(3 * hidden, hidden, out_dim=1, **mlp)
 
     def _step(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor):
-        e = e + edge_mlp(self.edge_network, h, edge_index, e)
+        e = edge_mlp(self.edge_network, h, edge_index, e, residual=e)
         agg = aggregate(e, edge_index, h.shape[0], self.aggregation)
         h = h + rowwise(self.node_network, torch.cat([h, agg], dim=-1))
         return h, e

@@ -67,12 +67,31 @@ def _in_blocks(x: torch.Tensor) -> bool:
     return x.shape[0] > SCORING_BLOCK and eager_scoring(x)
 
 
+def by_blocks(n_rows: int, block, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``block(rows)`` for consecutive :data:`SCORING_BLOCK`-row slices of ``n_rows``,
+    written into one (n_rows, ...) output, each block plus ``residual[rows]`` when given:
+    the same rows as concatenating the blocks (and adding the residual), without a
+    second pass over the whole output for either."""
+    out = None
+    for i in range(0, n_rows, SCORING_BLOCK):
+        rows = slice(i, i + SCORING_BLOCK)
+        y = block(rows)
+        if out is None:
+            dtype = y.dtype if residual is None else torch.promote_types(y.dtype, residual.dtype)
+            out = y.new_empty((n_rows, *y.shape[1:]), dtype=dtype)
+        if residual is None:
+            out[rows] = y
+        else:
+            torch.add(residual[rows], y, out=out[rows])
+    return out
+
+
 def rowwise(module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for a module that acts on each row alone (an MLP): in blocks of rows
     when scoring on a CPU (:data:`SCORING_BLOCK`), else in one call."""
     if not _in_blocks(x):
         return module(x)
-    return torch.cat([module(x[i : i + SCORING_BLOCK]) for i in range(0, x.shape[0], SCORING_BLOCK)])
+    return by_blocks(x.shape[0], lambda rows: module(x[rows]))
 
 
 def run(module, *inputs: torch.Tensor | None, checkpointing: bool = False) -> torch.Tensor:
@@ -89,14 +108,16 @@ def edge_mlp(
     edge_index: torch.Tensor,
     edge_attr: torch.Tensor | None = None,
     checkpointing: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``mlp(cat([h[src], h[dst], edge_attr]))`` without building that (E, 2F + F_edge)
-    input: the first Linear layer is split into its source, target and edge blocks, the
-    node blocks act once per hit (N rows) and are then gathered to the edges (E rows).
-    The same function and parameters, with a third fewer multiply-adds per edge. Scored
-    on a CPU, the edges go through the layers in cache-sized blocks (:func:`rowwise`)."""
+    """``mlp(cat([h[src], h[dst], edge_attr]))`` (plus ``residual``, when given) without
+    building that (E, 2F + F_edge) input: the first Linear layer is split into its source,
+    target and edge blocks, the node blocks act once per hit (N rows) and are then
+    gathered to the edges (E rows). The same function and parameters, with a third fewer
+    multiply-adds per edge. Scored on a CPU, the edges go through the layers, and the
+    residual is added, in cache-sized blocks (:func:`by_blocks`)."""
 
-    def f(h: torch.Tensor, edge_attr: torch.Tensor | None) -> torch.Tensor:
+    def f(h: torch.Tensor, edge_attr: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
         first, n = mlp[0], h.shape[-1]
         w_src, w_dst, w_edge = first.weight.split([n, n, first.in_features - 2 * n], dim=1)
         a, b = nn.functional.linear(h, torch.cat([w_src, w_dst])).chunk(2, dim=-1)
@@ -109,9 +130,9 @@ def edge_mlp(
                 return mlp[1:](z + first.bias)
             return mlp[1:](z + nn.functional.linear(edge_attr[rows], w_edge, first.bias))
 
-        if not _in_blocks(edge_index.T):
-            return edges(slice(None))
-        n_edges = edge_index.shape[1]
-        return torch.cat([edges(slice(i, i + SCORING_BLOCK)) for i in range(0, n_edges, SCORING_BLOCK)])
+        if _in_blocks(edge_index.T):
+            return by_blocks(edge_index.shape[1], edges, residual)
+        out = edges(slice(None))
+        return out if residual is None else residual + out
 
-    return run(f, h, edge_attr, checkpointing=checkpointing)
+    return run(f, h, edge_attr, residual, checkpointing=checkpointing)
