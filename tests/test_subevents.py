@@ -65,13 +65,17 @@ def test_particle_groups_keep_particles_whole_and_sub_events_keep_their_truth():
 
 def test_sub_event_training_in_bf16_reconstructs_tracks(tmp_path):
     """Particle groups for the embedding, phi sectors for the GNN, and the GNN in bf16 on
-    CPU: the pipeline still learns to reconstruct tracks."""
+    CPU: the pipeline still learns to reconstruct tracks. 8 GNN epochs, not the tiny
+    setting's 25: a CPU without bf16 units emulates it (the GNN trained 106 s in bf16
+    against 26 s in fp32 on an AVX2 machine), and 8 already give 95.6% technical
+    efficiency at 93.9% purity there (96.5% / 95.1% after 25)."""
     cfg = validate(
         tiny_cfg(
             "embedding.sub_events=2",
             "train.sectors=4",
             "train.sector_halo=0.2",
             "train.precision=bf16",
+            "gnn.epochs=8",
             cache_dir=tmp_path,
         )
     )
@@ -79,7 +83,7 @@ def test_sub_event_training_in_bf16_reconstructs_tracks(tmp_path):
     m = report.metrics
     assert m["edge_eff_embedding"] > 0.8, report.summary_table()
     assert m["edge_purity_gnn"] > m["edge_purity_filter"]
-    assert m["eff_tech_pt0.5"] > 0.3 and m["purity"] > 0.3
+    assert m["eff_tech_pt0.5"] > 0.85 and m["purity"] > 0.85, report.summary_table()
     with pytest.raises(ConfigError, match="train.sectors"):
         validate(tiny_cfg("train.sectors=0"))
     with pytest.raises(ConfigError, match="embedding.sub_events"):
