@@ -109,6 +109,10 @@ def main() -> None:
     if args.pack:
         given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("cache.dir=")]
         return pack(args.cache or Path(given[-1] if given else default_dir()), args.pack, args.overrides)
+    if args.models and any(o.startswith("cache.dir=") for o in args.overrides):
+        # the pack goes into a temporary cache; another cache.dir would find no fitted
+        # stage there and train the setting (hours on a CPU)
+        sys.exit("error: --models runs in a temporary stage cache of its own; drop cache.dir=.")
     t_start = time.perf_counter()
     # the run's progress lines (events simulated, stages, test events) on stderr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
