@@ -131,8 +131,10 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     with prof.measure("data", "prepare"):
         if not world.main:
             distributed.barrier(world)  # the events are processed once, by rank 0
-        events = load_events(cfg, cache_root, progress, prof)
-        if world.size > 1:  # every process trains: rank 0 processes the training events too
+        # several processes: rank 0 processes the training events too, before the barrier
+        # and within this measurement (which the lazy read would time a second time)
+        events = load_events(cfg, cache_root, progress, prof if world.size == 1 else None)
+        if world.size > 1:
             events.train()
         if world.main:
             distributed.barrier(world)
