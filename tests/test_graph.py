@@ -111,3 +111,32 @@ def test_module_map_learns_connections(detector):
     with pytest.raises(ValueError, match="needs training events"):
         ModuleMap.fit([])
     assert np.isfinite(mm.lo).all()
+
+
+def test_edges_from_the_kdtree_table_are_those_of_the_generic_cleaning():
+    """build_edges on the KD-tree takes each pair once from the neighbour table; it must
+    give what cleaning every directed pair gives, edge for edge and in the same order,
+    also where the cap binds, where hits sit at one point (ties in distance) and at one
+    radius R (ties in orientation)."""
+    from torch_geometric.data import Data
+
+    from exatrkx_sweeps.stages.neighbours import _kdtree_table
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(3000, 4, generator=g)
+    pos = torch.randn(3000, 3, generator=g) * 100
+    x[2500:] = x[:500]  # 500 hits at the place of others in the embedding
+    pos[2800:] = pos[1000:1200].flip(1)  # ... and 200 at the same R as others
+    d = Data(pos=pos, module=torch.randint(0, 40, (3000,), generator=g), num_nodes=3000)
+    radius, k = 0.3, 24
+    got = build_edges(d, x, radius, k, backend="kdtree")
+    want = orient_and_clean(d, radius_neighbours(x, radius, k, backend="kdtree"))
+    assert got.shape[1] > 20_000 and torch.equal(got, want)
+    # the data do exercise the cap, the ties and the orientation
+    d2, nb = _kdtree_table(x, radius, k + 1)
+    assert int((d2[:, -1] <= radius**2).sum()) > 1000  # full rows
+    lower = (nb < torch.arange(3000)[:, None]) & (d2 <= radius**2)
+    assert int((lower & (d2 == d2[:, -1][nb.clamp(max=2999)])).sum()) > 0  # as near as a full row's last
+    R = pos.norm(dim=1)
+    assert (R[got[0]] <= R[got[1]]).all() and int((R[got[0]] == R[got[1]]).sum()) > 0
+    assert len(set(map(tuple, got.T.tolist()))) == got.shape[1]
