@@ -17,6 +17,7 @@ differ from the training data: ``eval.data``).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -111,11 +112,7 @@ def run(cfg: Mapping, callbacks: Callbacks | None = None, progress: bool = False
     random.seed(seed)
     torch.manual_seed(seed)
     world, device = _join(cfg)
-    check_precision(str(cfg["train"].get("precision", "32")), device)
-    # auto on a device that config validation could not tell without torch (CUDA): bf16
-    # only where the GPU has bf16 units (a V100 would emulate it)
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-    resolve_precisions(cfg, device.type, cuda_bf16)
+    _resolve_precisions(cfg, device)
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report.curves.extend((stage, epoch, k, float(v)) for k, v in metrics.items())
@@ -197,12 +194,80 @@ def _join(cfg: dict) -> tuple[distributed.World, torch.device]:
     return world, device
 
 
+def _resolve_precisions(cfg: dict, device: torch.device) -> None:
+    """The run's precisions of ``auto`` made what ``device`` runs, in place (they are in the keys)."""
+    check_precision(str(cfg["train"].get("precision", "32")), device)
+    # auto on a device that config validation could not tell without torch (CUDA): bf16
+    # only where the GPU has bf16 units (a V100 would emulate it)
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    resolve_precisions(cfg, device.type, cuda_bf16)
+
+
 def _data_key(store: EventStore, split: str, pt_cut: float, noise_fraction: float) -> str:
     return stage_key(
         "data",
         {"split": split, "ids": store.ids[split], "pt_cut": pt_cut, "noise": noise_fraction},
         [processing_key(store.cfg)],
     )
+
+
+def _events_key(store: EventStore, dcfg: Mapping) -> str:
+    """Identity of the training and validation events: upstream of the first stage."""
+    pt_cut, noise = float(dcfg.get("pt_cut", 0.0)), float(dcfg.get("noise_fraction", 1.0))
+    return stage_key("data", {}, [_data_key(store, s, pt_cut, noise) for s in ("train", "val")])
+
+
+def _keys(stage: Stage, s: Settings, upstream: str) -> tuple[str, str]:
+    """A stage's fit key (its fitted state's entry) and output key, from its settings, the
+    upstream key and its code."""
+    fit_key = stage_key(stage.name, s.fit, [upstream, ENTRY_FORMAT], fingerprint(*stage.code(s)))
+    return fit_key, stage_key(stage.name, s.apply, [fit_key])
+
+
+@dataclass
+class KeyParts:
+    """What a fitting stage's fit key is made of, to tell which part differs between two
+    machines or checkouts."""
+
+    stage: str
+    fit_key: str
+    settings: dict
+    upstream: str
+    code: str  # the code fingerprint
+
+    def differences(self, other: KeyParts) -> list[str]:
+        """What differs between this machine's parts (here) and ``other`` (there)."""
+        missing = "(absent)"
+        here, there = self.settings, other.settings
+        diff = [
+            f"{self.stage}.{k}: {here.get(k, missing)!r} here, {there.get(k, missing)!r} there"
+            for k in sorted(here.keys() | there.keys())
+            if here.get(k, missing) != there.get(k, missing)
+        ]
+        if self.code != other.code:
+            diff.append(f"{self.stage}: its code differs (the modules' source, or how this Python parses it)")
+        if not diff and self.upstream != other.upstream:
+            diff.append(f"{self.stage}: an upstream key differs (the events' settings, or an earlier stage)")
+        return diff
+
+
+def key_parts(cfg: Mapping, device: str | torch.device = "cpu") -> list[KeyParts]:
+    """The fit key of every fitting stage of ``cfg`` on ``device``, and what it is made
+    of, as :func:`run` computes them, without reading or simulating an event: to check
+    that a cache holds every fitted stage (models carried to another machine) before a
+    run would train the missing ones."""
+    cfg = plain(cfg)
+    _resolve_precisions(cfg, torch.device(device))
+    store = EventStore(cfg["data"], Path(cfg["cache"].get("dir") or default_dir()), progress=False)
+    upstream, parts = _events_key(store, cfg["data"]), []
+    for stage in stages(cfg):
+        s = stage.settings(cfg)
+        fit_key, upstream_next = _keys(stage, s, upstream)
+        if stage.fits:
+            settings = json.loads(json.dumps(dict(s.fit), sort_keys=True, default=str))
+            parts.append(KeyParts(stage.name, fit_key, settings, upstream, fingerprint(*stage.code(s))))
+        upstream = upstream_next
+    return parts
 
 
 def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler | None = None) -> Events:
@@ -213,7 +278,6 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler |
     dcfg, ecfg = cfg["data"], cfg.get("eval") or {}
     store = EventStore(dcfg, cache_root, progress=progress)
     test_store = EventStore(ecfg["data"], cache_root, progress=progress) if ecfg.get("data") else store
-    pt_cut, noise = float(dcfg.get("pt_cut", 0.0)), float(dcfg.get("noise_fraction", 1.0))
     test_pt = ecfg.get("pt_cut")
     test_noise = ecfg.get("noise_fraction")
     test_pt = float(test_store.cfg.get("pt_cut", 0.0) if test_pt is None else test_pt)
@@ -232,9 +296,7 @@ def load_events(cfg: Mapping, cache_root: Path, progress: bool, prof: Profiler |
                 read.append(store.split("train"))
         return read[0]
 
-    key = stage_key(
-        "data", {}, [_data_key(store, "train", pt_cut, noise), _data_key(store, "val", pt_cut, noise)]
-    )
+    key = _events_key(store, dcfg)
     info = {
         "train_data": dcfg.get("name", dcfg.get("source")),
         "test_data": test_store.cfg.get("name", test_store.cfg.get("source")),
@@ -266,8 +328,7 @@ def fit_stages(
     fitted, prepared = [], []
     for i, stage in enumerate(chain):
         s = stage.settings(cfg)
-        fit_key = stage_key(stage.name, s.fit, [upstream, ENTRY_FORMAT], fingerprint(*stage.code(s)))
-        key = stage_key(stage.name, s.apply, [fit_key])
+        fit_key, key = _keys(stage, s, upstream)
         state = None
         if stage.fits:
             if not cache.contains(fit_key):

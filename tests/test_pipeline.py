@@ -216,6 +216,26 @@ def test_fitted_stages_alone_test_without_the_training_events_outputs(first_run,
         assert report.metrics[k] == pytest.approx(first.metrics[k]), k
 
 
+def test_key_parts_find_the_fitted_stages_and_say_what_differs(first_run):
+    """pipeline.key_parts computes, without an event, the keys under which run() stored
+    each fitted stage, and tells which part of a key differs: what the GPU benchmark
+    checks before it would train a stage missing from a pack of models."""
+    cache, cfg, _ = first_run
+    parts = pipeline.key_parts(cfg)
+    assert [p.stage for p in parts] == ["embedding", "filter", "gnn"]
+    assert all((cache / "stages" / f"{p.fit_key}.pt").exists() for p in parts)
+    lr = pipeline.key_parts(validate(tiny_cfg("gnn.lr=0.5", cache_dir=cache)))
+    assert [p.fit_key for p in lr[:2]] == [p.fit_key for p in parts[:2]] and lr[2].fit_key != parts[2].fit_key
+    assert lr[2].differences(parts[2]) == [f"gnn.lr: 0.5 here, {parts[2].settings['lr']!r} there"]
+    emb = pipeline.key_parts(validate(tiny_cfg("embedding.hidden=16", cache_dir=cache)))
+    assert emb[0].differences(parts[0]) == [
+        f"embedding.hidden: 16 here, {parts[0].settings['hidden']!r} there"
+    ]
+    assert emb[1].differences(parts[1]) == [
+        "filter: an upstream key differs (the events' settings, or an earlier stage)"
+    ]
+
+
 def test_a_new_gnn_architecture_is_a_model_module_and_its_config(first_run):
     """tests/toy_gnn.py and tests/conf/gnn/toy.yaml are all it takes: the stage, the
     pipeline and the config schema pick it up from the model registry."""
