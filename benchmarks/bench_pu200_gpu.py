@@ -20,8 +20,11 @@ each: per stage, seconds per event and edges after it, the physics, and GFLOP pe
 event, GFLOP/s and the share of the device's matrix-product peak measured here; and the
 seed's anchors: 1.11 s per event on a V100, 0.86 s in the ACTS plugin. The fitted
 stages are found only with the code that trained them (a cache key holds the code's
-fingerprint): pack and run at the same commit; a stage it had to train is named in the
-output ("trained here").
+fingerprint): pack and run at the same commit. ``--pack`` copies only the stages of the
+run its overrides describe, with what each key was made of (``keys.json``); ``--models``
+computes this machine's keys before anything runs and, where the pack lacks one, stops
+and names what differs (a setting, the code, an upstream key) instead of training the
+stage (``--allow-training`` trains it; the output then names it under "trained here").
 
 A stage's key also holds the precisions its training resolved ``auto`` to on the
 machine that trained it: the GNN's ``train.precision``, and through the filtered edges
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -61,11 +65,11 @@ from exatrkx_sweeps.devices import cpu_has_bf16
 from exatrkx_sweeps.profiling import Profiler
 from exatrkx_sweeps.stages.base import RunContext
 
-FITTED = ("embedding", "graph", "filter", "gnn")  # the stage entries of the cache worth carrying
 SEED_ANCHORS = "seed: 1.11 s per event on a V100 (16 GB), 0.86 s in the ACTS plugin"
 
 
 OVERRIDES = "overrides.txt"  # in a pack: the training run's overrides, precisions resolved
+KEYS = "keys.json"  # in a pack: what each fitted stage's key was made of on the training machine
 # keys that say where and how this script runs, not how the models were trained
 _NOT_PACKED = ("train.precision=", "eval.precision=", "train.device=", "cache.", "tracking.")
 
@@ -79,21 +83,57 @@ def training_overrides(overrides: list[str]) -> list[str]:
 
 
 def pack(cache_dir: Path, out: Path, overrides: list[str]) -> None:
-    """Copy the fitted stages (not events, not per-event outputs) of a stage cache, with
-    the overrides of the run that trained them."""
+    """Copy the fitted stages of the run that ``overrides`` describe (not events, not
+    per-event outputs, not other runs' stages) from a stage cache, with those overrides
+    and what each stage's key is made of."""
     trained_with = training_overrides(overrides)
+    with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
+        cfg = validate(
+            compose("config", overrides=["data=sim_pu200", *trained_with, f"cache.dir={cache_dir}"])
+        )
+    parts = pipeline.key_parts(cfg)
+    stored = cache_dir / "stages"
+    absent = [p.stage for p in parts if not (stored / f"{p.fit_key}.pt").exists()]
+    if absent:
+        sys.exit(
+            f"error: {stored} holds no fitted {', '.join(absent)} for these overrides; run the "
+            "full-scale setting with them first (or give the cache.dir= it ran with)."
+        )
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for name in FITTED:
-        for f in (cache_dir / "stages").glob(f"{name}-*"):
-            if f.suffix in (".pt", ".sha256") and not f.name.endswith(".epoch.pt"):  # not a checkpoint
-                shutil.copy2(f, out / f.name)
-                n += f.suffix == ".pt"
-    if not n:
-        sys.exit(f"error: no fitted stages under {cache_dir / 'stages'}; run the full-scale setting first.")
+    for p in parts:
+        for suffix in (".pt", ".sha256"):
+            shutil.copy2(stored / f"{p.fit_key}{suffix}", out / f"{p.fit_key}{suffix}")
     (out / OVERRIDES).write_text("\n".join(trained_with) + "\n")
+    (out / KEYS).write_text(json.dumps([dataclasses.asdict(p) for p in parts], indent=1))
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"{n} fitted stages ({size:.1f} MB) in {out}; trained with: {' '.join(trained_with)}")
+    print(f"{len(parts)} fitted stages ({size:.1f} MB) in {out}; trained with: {' '.join(trained_with)}")
+
+
+def check_pack(cfg: dict, device: str, cache: Path, models: Path) -> None:
+    """Stop, before anything trains, when the pack lacks a fitted stage this checkout keys
+    differently here: name the part of its key that differs from the training machine's."""
+    made = {}
+    if (models / KEYS).exists():
+        made = {p["stage"]: pipeline.KeyParts(**p) for p in json.loads((models / KEYS).read_text())}
+    parts = pipeline.key_parts(cfg, device)
+    missing = [p for p in parts if not (cache / "stages" / f"{p.fit_key}.pt").exists()]
+    here = f"Python {sys.version.split()[0]}, torch {torch.__version__}"
+    if not missing:
+        print(f"the pack holds every fitted stage at this machine's keys ({here})")
+        return
+    lines = [
+        f"error: the pack {models} lacks the fitted {', '.join(p.stage for p in missing)} at this "
+        f"machine's keys ({here}); the run would train it here."
+    ]
+    for p in missing:
+        there = made.get(p.stage)
+        why = p.differences(there) if there else ["the pack has no keys.json (packed by an older commit)"]
+        lines.append(f"  {p.stage}: key {p.fit_key} here, {there.fit_key if there else '?'} in the pack")
+        lines += [f"    {d}" for d in why]
+    lines.append(
+        "Pack and run at the same commit with the same overrides, or pass --allow-training to train it."
+    )
+    sys.exit("\n".join(lines))
 
 
 def main() -> None:
@@ -104,6 +144,11 @@ def main() -> None:
     )
     ap.add_argument("--models", type=Path, help="a folder made by --pack")
     ap.add_argument("--events", type=int, default=None, help="the first N of the setting's test events")
+    ap.add_argument(
+        "--allow-training",
+        action="store_true",
+        help="with --models: train a stage the pack lacks (else stop before the run, saying why)",
+    )
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if args.pack:
@@ -125,7 +170,7 @@ def main() -> None:
         for f in args.models.iterdir():
             if f.name == OVERRIDES:
                 packed = f.read_text().split()
-            else:
+            elif f.name != KEYS:
                 shutil.copy2(f, cache / "stages" / f.name)
         print(f"the pack's training overrides: {' '.join(packed) or 'none (a pack of an older commit)'}")
     overrides = [
@@ -142,6 +187,8 @@ def main() -> None:
         # the first N of the setting's test events; data.n_test=N would move the training
         # events (the test events come first) and so miss every fitted stage
         cfg["eval"]["data"] = {**copy.deepcopy(cfg["data"]), "n_train": 0, "n_val": 0, "n_test": args.events}
+    if args.models and not args.allow_training:
+        check_pack(cfg, device, cache, args.models)
     captured: list[tuple] = []  # (stage, settings, fitted state) of every stage, in order
     callbacks = pipeline.Callbacks(on_fitted=lambda *fitted: captured.append(fitted))
     report = pipeline.run(cfg, callbacks, progress=True)
