@@ -123,11 +123,12 @@ def check_pack(cfg: dict, device: str, cache: Path, models: Path) -> None:
         return
     lines = [
         f"error: the pack {models} lacks the fitted {', '.join(p.stage for p in missing)} at this "
-        f"machine's keys ({here}); the run would train it here."
+        f"machine's keys ({here}); the run would train {'it' if len(missing) == 1 else 'them'} here."
     ]
     for p in missing:
         there = made.get(p.stage)
         why = p.differences(there) if there else ["the pack has no keys.json (packed by an older commit)"]
+        why = why or ["none of its parts differs: the cache's entry format changed between the two commits"]
         lines.append(f"  {p.stage}: key {p.fit_key} here, {there.fit_key if there else '?'} in the pack")
         lines += [f"    {d}" for d in why]
     lines.append(
