@@ -371,6 +371,38 @@ def test_unreachable_storage_is_one_clear_error_at_start(tmp_path):
     assert sw.points() == []
 
 
+def test_without_optuna_the_plugin_loads_quietly_and_a_sweep_says_what_is_missing(tmp_path):
+    """A Python without optuna (a GPU node with only what benchmarks/bench_pu200_gpu.py
+    needs): Hydra imports every plugin to compose any config; this one loads there
+    without Hydra's "incompatible or buggy" warning, and a sweep with it stops in one
+    line that names what is missing."""
+    block = "import sys; sys.modules['optuna'] = None; "
+    compose = (
+        "from hydra import compose, initialize_config_module\n"
+        "with initialize_config_module('exatrkx_sweeps.conf', version_base=None):\n"
+        "    print(compose('config', overrides=['data=sim_pu200']).data.name)"
+    )
+    env = {**Sweep(tmp_path).env, "PYTHONWARNINGS": "always"}
+    composed = subprocess.run(
+        [sys.executable, "-c", block + "exec(sys.argv[1])", compose], env=env, capture_output=True, text=True
+    )
+    assert composed.returncode == 0 and composed.stdout.strip() == "sim_pu200", composed.stderr
+    assert "Error importing" not in composed.stderr and "optuna" not in composed.stderr
+    run_app = (
+        block + "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    sweep = subprocess.run(
+        [sys.executable, "-c", run_app, str(APP), "-m", "x=0,1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert sweep.returncode == 1
+    assert "hydra/sweeper=optuna needs optuna, which this Python lacks" in sweep.stderr
+    assert "Traceback" not in sweep.stderr and "Error importing" not in sweep.stderr
+
+
 def test_a_sigkilled_workers_trial_is_failed_and_retried(tmp_path):
     sw = Sweep(tmp_path)
     args = ("x=range(0,6)", "hang_once=3", "sleep=0.3", "hydra.sweeper.study_name=k")

@@ -22,9 +22,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from exatrkx_sweeps.errors import Terminated, TrackingError, raise_terminated
 from exatrkx_sweeps.redaction import redact, redact_logs
 from exatrkx_sweeps.report import unknown_metric
-from exatrkx_sweeps.sweeper import bridge, results, study
-from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
-from exatrkx_sweeps.sweeper.storage import StorageError, resolve
+
+# Hydra imports every plugin whenever it composes a config. Where optuna is absent (a GPU
+# node with only what benchmarks/bench_pu200_gpu.py needs) this one still loads, so that
+# Hydra does not warn that it is "incompatible or buggy"; only a sweep with it fails.
+try:
+    from exatrkx_sweeps.sweeper import bridge, results, study
+    from exatrkx_sweeps.sweeper.runner import Outcome, Runner, SweepError
+    from exatrkx_sweeps.sweeper.storage import StorageError, resolve
+except ModuleNotFoundError as exc:
+    if exc.name != "optuna":
+        raise
+    _NO_OPTUNA = True
+else:
+    _NO_OPTUNA = False
 
 log = logging.getLogger("exatrkx_sweeps.sweeper")
 
@@ -46,6 +57,8 @@ class OptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        if _NO_OPTUNA:
+            sys.exit("error: hydra/sweeper=optuna needs optuna, which this Python lacks: pip install -e .")
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
