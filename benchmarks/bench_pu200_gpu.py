@@ -91,6 +91,13 @@ def pack(cache_dir: Path, out: Path, overrides: list[str]) -> None:
         cfg = validate(
             compose("config", overrides=["data=sim_pu200", *trained_with, f"cache.dir={cache_dir}"])
         )
+    pack_stages(cfg, cache_dir, out, trained_with)
+
+
+def pack_stages(cfg: dict, cache_dir: Path, out: Path, trained_with: list[str]) -> None:
+    """Copy the fitted stages of ``cfg`` from ``cache_dir`` to ``out``, a new folder or
+    an earlier pack: that pack's stages go (``--models`` would copy every stage file it
+    finds), and a folder that is not a pack is left alone with an error."""
     parts = pipeline.key_parts(cfg)
     stored = cache_dir / "stages"
     absent = [p.stage for p in parts if not (stored / f"{p.fit_key}.pt").exists()]
@@ -99,14 +106,25 @@ def pack(cache_dir: Path, out: Path, overrides: list[str]) -> None:
             f"error: {stored} holds no fitted {', '.join(absent)} for these overrides; run the "
             "full-scale setting with them first (or give the cache.dir= it ran with)."
         )
+    old = sorted(out.iterdir()) if out.is_dir() else []
+    if old and not (out / KEYS).exists():
+        sys.exit(
+            f"error: {out} holds files and is not a pack (no {KEYS}); give --pack a new or "
+            "empty folder, or an earlier pack to replace."
+        )
     out.mkdir(parents=True, exist_ok=True)
+    for f in old:
+        if f.suffix in (".pt", ".sha256") and f.is_file():
+            f.unlink()
     for p in parts:
         for suffix in (".pt", ".sha256"):
             shutil.copy2(stored / f"{p.fit_key}{suffix}", out / f"{p.fit_key}{suffix}")
     (out / OVERRIDES).write_text("\n".join(trained_with) + "\n")
     (out / KEYS).write_text(json.dumps([dataclasses.asdict(p) for p in parts], indent=1))
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"{len(parts)} fitted stages ({size:.1f} MB) in {out}; trained with: {' '.join(trained_with)}")
+    replaced = f", replacing {sum(f.suffix == '.pt' for f in old)} stages of an earlier pack" if old else ""
+    with_ = " ".join(trained_with)
+    print(f"{len(parts)} fitted stages ({size:.1f} MB) in {out}{replaced}; trained with: {with_}")
 
 
 def check_pack(cfg: dict, device: str, cache: Path, models: Path) -> None:

@@ -1,6 +1,8 @@
 """End-to-end pipeline on a tiny simulated data set, and the stage cache."""
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,6 +236,34 @@ def test_key_parts_find_the_fitted_stages_and_say_what_differs(first_run):
     assert emb[1].differences(parts[1]) == [
         "filter: an upstream key differs (the events' settings, or an earlier stage)"
     ]
+
+
+def test_a_pack_of_models_replaces_an_earlier_pack_and_leaves_other_folders_alone(first_run, tmp_path):
+    """benchmarks/bench_pu200_gpu.py --pack DIR copies the run's fitted stages; packing
+    again into DIR drops the earlier pack's stages (--models would copy every stage file
+    it finds there), and a folder that is not a pack stops it with one clear error."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import bench_pu200_gpu as gpu
+    finally:
+        sys.path.pop(0)
+    cache, cfg, _ = first_run
+    keys = {p.fit_key for p in pipeline.key_parts(cfg)}
+    out = tmp_path / "pack"
+    gpu.pack_stages(cfg, cache, out, ["gnn.epochs=2"])
+    stale = sorted(out.glob("gnn-*"))  # an earlier pack's GNN, under another key
+    for f in stale:
+        shutil.copy2(f, out / f.name.replace("gnn-", "gnn-0000"))
+    gpu.pack_stages(cfg, cache, out, ["gnn.epochs=2"])
+    names = {f.name for f in out.iterdir()}
+    assert names == {f"{k}{s}" for k in keys for s in (".pt", ".sha256")} | {"keys.json", "overrides.txt"}
+    assert {p["fit_key"] for p in json.loads((out / "keys.json").read_text())} == keys
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "run.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"holds files and is not a pack \(no keys.json\)"):
+        gpu.pack_stages(cfg, cache, notes, [])
+    assert [f.name for f in notes.iterdir()] == ["run.txt"]
 
 
 def test_a_new_gnn_architecture_is_a_model_module_and_its_config(first_run):
