@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from exatrkx_sweeps.data.dataset import EventStore, process_event, select, split_event_ids
-from exatrkx_sweeps.data.features import CELL_FEATURES
+from exatrkx_sweeps.data.features import CELL_FEATURES, pair_features
 from exatrkx_sweeps.data.simulate import simulate_dataset
 from exatrkx_sweeps.data.trackml import write_detectors, write_event
 
@@ -35,6 +35,58 @@ def test_processed_event_contents(small_event, detector):
     assert (d.pid[e[0]] == d.pid[e[1]]).all() and (d.pid[e[0]] != 0).all()
     assert (d.dist[e[1]] >= d.dist[e[0]]).all()  # oriented along the flight
     assert int(d.p_nhits.sum()) == int((d.pid != 0).sum())
+
+
+def _pair_features_per_pair(pos, edges):
+    """pair_features as written up to commit 270902e: every angle computed per pair."""
+    a, b = pos[edges[0]], pos[edges[1]]
+    ra, rb = torch.hypot(a[:, 0], a[:, 1]), torch.hypot(b[:, 0], b[:, 1])
+    dr = rb - ra
+    dphi = torch.remainder(
+        torch.atan2(b[:, 1], b[:, 0]) - torch.atan2(a[:, 1], a[:, 0]) + torch.pi, 2 * torch.pi
+    )
+    dphi = dphi - torch.pi
+    dz = b[:, 2] - a[:, 2]
+    eta_a = torch.asinh(a[:, 2] / ra.clamp_min(1e-3))
+    eta_b = torch.asinh(b[:, 2] / rb.clamp_min(1e-3))
+    dr_safe = torch.where(dr.abs() > 1e-3, dr, torch.full_like(dr, 1e-3))
+    z0 = (a[:, 2] - ra * dz / dr_safe).clamp(-3000, 3000)
+    slope = (dphi / dr_safe * 1000).clamp(-20, 20)
+    return torch.stack([dr / 100, dphi * 10, dz / 100, (eta_b - eta_a) * 10, slope / 5, z0 / 1000], 1).float()
+
+
+def test_pair_features_geometry_and_the_same_numbers_as_per_pair_angles():
+    """The pair geometry the filter and the GNN see: dphi wraps across phi = pi, z0 is
+    where the pair's line meets the beamline. The hits' angles are computed once per hit
+    and gathered; the numbers are those of computing them per pair, bit for bit, so the
+    fitted filters and GNNs trained before keep scoring the same (the full-scale setting's
+    models were carried to the new cache keys on that ground, README)."""
+    # a straight track from the beamline at z = 20 mm, crossing phi = pi between its hits
+    phi_a, phi_b = np.pi - 0.01, -np.pi + 0.01
+    pos = torch.tensor(
+        [[100 * np.cos(phi_a), 100 * np.sin(phi_a), 70.0], [300 * np.cos(phi_b), 300 * np.sin(phi_b), 170.0]]
+    ).float()
+    f = pair_features(pos, torch.tensor([[0], [1]]))[0]
+    assert f[0] == pytest.approx(2.0, abs=1e-4)  # dr 200 mm
+    assert f[1] == pytest.approx(0.2, abs=1e-4)  # dphi +0.02 rad across the wrap, x 10
+    assert f[2] == pytest.approx(1.0, abs=1e-5)  # dz 100 mm
+    assert f[3] == pytest.approx(10 * (np.arcsinh(170 / 300) - np.arcsinh(70 / 100)), abs=1e-4)
+    assert f[4] == pytest.approx(0.02, abs=1e-4)  # 0.1 rad/m / 5
+    assert f[5] == pytest.approx(0.02, abs=1e-5)  # z0 = 20 mm, in m
+    # hits spread like a detector's, pairs of every kind (the same R, the same hit, any
+    # phi), in numbers that leave vector remainders different for hits and pairs
+    g = torch.Generator().manual_seed(3)
+    n = 5003
+    r = torch.rand(n, generator=g) * 1000 + 30
+    r[:500] = r[500:1000]  # pairs at equal R: dr = 0, the guarded branch
+    phi = (torch.rand(n, generator=g) * 2 - 1) * torch.pi
+    pos = torch.stack(
+        [r * torch.cos(phi), r * torch.sin(phi), (torch.rand(n, generator=g) * 2 - 1) * 3000], 1
+    )
+    edges = torch.randint(0, n, (2, 200_017), generator=g)
+    edges[:, :500] = torch.stack([torch.arange(500), torch.arange(500, 1000)])
+    edges[:, 500:600] = torch.arange(100)  # a hit with itself
+    assert torch.equal(pair_features(pos, edges), _pair_features_per_pair(pos, edges))
 
 
 def test_selection_pt_and_noise(small_event, detector):
