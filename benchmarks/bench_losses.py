@@ -16,9 +16,10 @@ GNN it prints, per event on average:
   ``tracks.resolve_junctions`` would keep by score alone (the builder's bend weight,
   ``tracks.bend_weight``, reorders them); filter and GNN only: the embedding has no score;
 
-then the technical efficiency the pipeline reaches, and a second table of the ceilings
-and the reached efficiency by |eta| (over all test events): at pile-up 200 the losses
-sit in the barrel, where the hits are densest and a hit's next layer is farthest.
+then the technical efficiency the pipeline reaches, and two tables of the ceilings and
+the reached efficiency (over all test events): by |eta|, where at pile-up 200 the losses
+sit in the barrel (the hits densest, a hit's next layer farthest), and by pT in the
+barrel.
 Extra key=value arguments are Hydra overrides of the trained configuration.
 """
 
@@ -43,6 +44,7 @@ from exatrkx_sweeps.stages.tracks import label_hits
 
 PT_GEV = 0.5
 ETA_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0))
+PT_BINS = ((0.5, 0.7), (0.7, 1.0), (1.0, 2.0), (2.0, 5.0), (5.0, np.inf))
 
 
 def add_event(counts: TrackCounts, d, labels: np.ndarray) -> float:
@@ -56,15 +58,26 @@ def add_event(counts: TrackCounts, d, labels: np.ndarray) -> float:
     return matched / max(reco, 1)
 
 
-def by_eta(counts: TrackCounts) -> list[tuple[float, int]]:
-    """Technical efficiency above PT_GEV (and its number of particles) in each ETA_BINS bin."""
+def binned(counts: TrackCounts, by: str, bins, eta_max: float = np.inf) -> list[tuple[float, int]]:
+    """Technical efficiency above PT_GEV (and its number of particles) in each bin of
+    ``by`` ("eta": |eta|, or "pt"), counting only particles with |eta| < ``eta_max``."""
     pt, eta, nhits, matched = counts.particles().T
-    reco = (pt > PT_GEV) & (nhits >= RECONSTRUCTABLE_HITS)
+    reco = (pt > PT_GEV) & (nhits >= RECONSTRUCTABLE_HITS) & (np.abs(eta) < eta_max)
+    x = np.abs(eta) if by == "eta" else pt
     out = []
-    for lo, hi in ETA_BINS:
-        m = reco & (np.abs(eta) >= lo) & (np.abs(eta) < hi)
+    for lo, hi in bins:
+        m = reco & (x >= lo) & (x < hi)
         out.append((float(matched[m].mean()) if m.any() else float("nan"), int(m.sum())))
     return out
+
+
+def print_binned(title: str, name: str, bins, columns: dict[str, list[tuple[float, int]]]) -> None:
+    print(f"\n{title}: the ceilings, then reached")
+    print(f"{name:>16}{'particles':>16}" + "".join(f"{n:>16}" for n in columns))
+    for i, (lo, hi) in enumerate(bins):
+        cells = "".join(f"{100 * col[i][0]:>15.1f}%" for col in columns.values())
+        label = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
+        print(f"{label:>16}{next(iter(columns.values()))[i][1]:>16}" + cells)
 
 
 def ranked_first(d, edges: torch.Tensor, scores: torch.Tensor, y: torch.Tensor) -> float:
@@ -124,12 +137,13 @@ def main() -> None:
         cells.append("-" if np.isnan(m[:, 4]).all() else f"{100 * m[:, 4].mean():.1f}%")
         print(f"{name:>16}" + "".join(f"{c:>16}" for c in cells))
     print(f"technical efficiency reached, pT > {PT_GEV:g} GeV: {100 * np.mean(final):.1f}%")
-    print(f"\nby |eta|, technical efficiency above {PT_GEV:g} GeV: the ceilings, then reached")
-    print(f"{'|eta|':>16}{'particles':>16}" + "".join(f"{n:>16}" for n in ceilings) + f"{'reached':>16}")
-    columns = [by_eta(c) for c in (*ceilings.values(), reached)]
-    for i, (lo, hi) in enumerate(ETA_BINS):
-        cells = "".join(f"{100 * col[i][0]:>15.1f}%" for col in columns)
-        print(f"{f'{lo:g}-{hi:g}':>16}{columns[0][i][1]:>16}" + cells)
+    counts = {**ceilings, "reached": reached}
+    title = f"technical efficiency above {PT_GEV:g} GeV"
+    print_binned(
+        f"by |eta|, {title}", "|eta|", ETA_BINS, {n: binned(c, "eta", ETA_BINS) for n, c in counts.items()}
+    )
+    columns = {n: binned(c, "pt", PT_BINS, eta_max=1.0) for n, c in counts.items()}
+    print_binned(f"by pT (GeV) in the barrel (|eta| < 1), {title}", "pT", PT_BINS, columns)
 
 
 if __name__ == "__main__":
