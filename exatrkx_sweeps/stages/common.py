@@ -49,7 +49,7 @@ def edge_attributes(
     if h is not None:
         parts.append(h)
     if use_triplets:
-        parts.append(triplets.edge_features(pos, edges))
+        parts.append(triplets.edge_features(pos, edges, data.layer // 1000))
     return torch.cat(parts, dim=1)
 
 

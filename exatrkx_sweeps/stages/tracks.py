@@ -177,8 +177,9 @@ def bend_weighted(pos: torch.Tensor, edges: torch.Tensor, scores: torch.Tensor, 
     it, of score(k -> i) * exp(-cost / 2), with the bend cost between the two edges
     cost = (d / sigma)^2 + (dtheta / sigma_theta)^2: d is the difference of their
     :func:`transverse_curvature` (``curvature``) or of their segments' transverse
-    directions (``direction``, the triplet features' cost with looser widths:
-    augment/triplets.py), dtheta that of their segments' polar angles. The support after
+    directions (``direction``), dtheta that of their segments' polar angles, at fixed
+    widths (the triplet features' widths follow each segment's length and hits instead:
+    augment/triplets.py). The support after
     is the same over the edges j -> l. A side with no neighbouring edge gets
     ``NO_NEIGHBOUR``. A fake edge that outscores a true one at a hit rarely lines up with
     a well-scored edge on both sides; the true one does, unless its track ends there."""
