@@ -422,6 +422,44 @@ def test_signals_held_hands_a_signal_to_its_handler_after_the_block():
         signal.signal(signal.SIGTERM, before)
 
 
+def test_a_sigterm_during_storage_writes_ends_outside_them_and_leaves_the_database_unlocked(tmp_path):
+    """A SIGTERM whose handler raised inside SQLAlchemy's code could leave the Optuna
+    store's SQLite write transaction open: the sweeper's own next write (failing the
+    trial) then waited out the 120 s lock timeout, and the sweep did not stop (a CI run
+    of the SIGTERM test below timed out so). The storage's calls now hold the signal
+    until they end (sweeper/storage.py)."""
+    import sqlite3
+    import threading
+    import traceback
+
+    import optuna
+
+    from exatrkx_sweeps.errors import Terminated, raise_terminated
+    from exatrkx_sweeps.sweeper.storage import open_storage
+
+    db = tmp_path / "o.db"
+    trial = optuna.create_study(storage=open_storage(f"sqlite:///{db}"), study_name="s").ask()
+    before = signal.signal(signal.SIGTERM, raise_terminated)
+    attempted = []
+    try:
+        for delay in (0.2, 0.35, 0.5):  # wherever in a write the signal lands
+            threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            with pytest.raises(Terminated, match="SIGTERM") as info:
+                for i in range(1_000_000):  # almost all of the time inside SQLAlchemy
+                    attempted.append(i)
+                    trial.set_user_attr("i", i)
+            files = [f.filename for f in traceback.extract_tb(info.tb)]
+            assert files[-1].endswith("exatrkx_sweeps/errors.py"), files[-3:]  # at the call's end
+            assert not any("sqlalchemy" in f for f in files), files
+            with sqlite3.connect(db, timeout=1) as con:  # no transaction was left open
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    # the write the signal came in was made whole before it stopped the loop
+    assert attempted[-1] > 10 and trial.study.trials[0].user_attrs["i"] == attempted[-1]
+
+
 class _Stop(Exception):
     pass
 

@@ -13,26 +13,61 @@
 All of them are shared by every worker that opens the same URL: processes on one
 machine (SQLite, journal file) or on a cluster (PostgreSQL, or a journal file on a
 shared file system).
+
+The storages' methods run with SIGTERM and SIGINT held (:func:`errors.signals_held`): a
+signal's exception raised inside SQLAlchemy could leave a SQLite write transaction open,
+whose lock then held up the sweeper's own next write (failing the stopped trial) for the
+120 s timeout, so that the sweep did not stop. A signal now ends the call first.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import FunctionType
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from ..errors import one_line
+from ..errors import one_line, signals_held
 from ..locks import file_lock
 from ..redaction import redact
 
 
 class StorageError(RuntimeError):
     """The Optuna storage cannot be opened; the message says why and what to do."""
+
+
+def _held(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with signals_held():
+            return method(*args, **kwargs)
+
+    return call
+
+
+def _hold_signals(cls: type) -> type:
+    """Gives ``cls`` held-signal versions of the methods its storage base class defines."""
+    (base,) = cls.__bases__
+    for name, value in vars(base).items():
+        if isinstance(value, FunctionType) and not name.startswith("__"):
+            setattr(cls, name, _held(value))
+    return cls
+
+
+@_hold_signals
+class SignalSafeRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage (SQLite, PostgreSQL, MySQL), each call whole under signals."""
+
+
+@_hold_signals
+class SignalSafeJournalStorage(JournalStorage):
+    """Optuna's journal file storage, each call whole under signals."""
 
 
 def default_path() -> Path:
@@ -80,7 +115,7 @@ def open_storage(url: str | None):
         path = Path(url[len("journal:///") :])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return SignalSafeJournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise StorageError(f"storage=journal:///{path}: cannot write there ({exc}).") from None
     engine_kwargs: dict = {}
@@ -99,7 +134,7 @@ def open_storage(url: str | None):
     try:
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                return SignalSafeRDBStorage(url, engine_kwargs=engine_kwargs)
             except Exception as exc:
                 # workers that start together race to create the tables of a new database
                 text = f"{type(exc).__name__} {exc}"
