@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from exatrkx_sweeps.augment.triplets import consecutive_pairs
+from exatrkx_sweeps.augment.triplets import _directions, consecutive_pairs
 from exatrkx_sweeps.data.dataset import process_event
-from exatrkx_sweeps.data.geometry import bz_tesla
+from exatrkx_sweeps.data.geometry import bz_tesla, volume_family
 from exatrkx_sweeps.stages.tracks import (
     NO_NEIGHBOUR,
     Bend,
     bend_weighted,
     best_neighbour_edges,
+    helix_variances,
     label_hits,
     stitch_fragments,
     transverse_curvature,
@@ -56,20 +57,31 @@ TRACK_POS = torch.tensor(
 )
 TRACK_EDGES = torch.tensor([[0, 1, 2, 3, 1], [1, 2, 3, 4, 5]])
 TRACK_SCORES = torch.tensor([0.8, 0.8, 0.8, 0.8, 0.9])
-BENDS = [Bend("curvature", 0.1, 0.05), Bend("direction", 0.1, 0.05)]
+BENDS = [Bend("curvature", 0.1, 0.05), Bend("direction", 0.1, 0.05), Bend("helix", 0.1, 0.05)]
+TRACK_VOLUME = torch.full((6,), 8)  # the pixel barrel (the helix model's resolutions)
 
 
 @pytest.mark.parametrize("bend", BENDS, ids=lambda b: b.model)
 def test_bend_weight_keeps_the_track_that_a_better_scored_kink_splits(bend):
     plain = label_hits(6, TRACK_EDGES, TRACK_SCORES, 0.5, "scipy", junction_rounds=0)
     assert plain[1] == plain[5] and plain[1] != plain[2]  # the fake won hit 1: the track is cut in two
-    bent = label_hits(6, TRACK_EDGES, TRACK_SCORES, 0.5, "scipy", junction_rounds=0, pos=TRACK_POS, bend=bend)
+    bent = label_hits(
+        6,
+        TRACK_EDGES,
+        TRACK_SCORES,
+        0.5,
+        "scipy",
+        junction_rounds=0,
+        pos=TRACK_POS,
+        bend=bend,
+        volume=TRACK_VOLUME,
+    )
     assert len(set(bent[:5].tolist())) == 1 and bent[5] != bent[0]  # whole, and the kinked hit left out
 
 
 @pytest.mark.parametrize("bend", BENDS, ids=lambda b: b.model)
 def test_bend_weight_is_the_score_times_the_geometric_mean_of_the_supports(bend):
-    w = bend_weighted(TRACK_POS, TRACK_EDGES, TRACK_SCORES, bend)
+    w = bend_weighted(TRACK_POS, TRACK_EDGES, TRACK_SCORES, bend, TRACK_VOLUME)
     # inner edges of the straight track: a 0.8 neighbour on each side, no bend
     assert torch.allclose(w[1:3], torch.tensor(0.8 * 0.8))
     # the first edge has nothing before it, the last nothing after it
@@ -79,7 +91,9 @@ def test_bend_weight_is_the_score_times_the_geometric_mean_of_the_supports(bend)
     # 2 sin(0.52) / 80 mm = 12.4 / m against 0 (124 widths)
     assert float(w[4]) < 1e-3 * float(w[1])
     # the cut stays on the scores: an edge with a tiny weight still joins when it is alone
-    alone = label_hits(6, TRACK_EDGES[:, 4:], TRACK_SCORES[4:], 0.5, "scipy", pos=TRACK_POS, bend=bend)
+    alone = label_hits(
+        6, TRACK_EDGES[:, 4:], TRACK_SCORES[4:], 0.5, "scipy", pos=TRACK_POS, bend=bend, volume=TRACK_VOLUME
+    )
     assert alone[1] == alone[5]
 
 
@@ -116,6 +130,37 @@ def test_curvature_of_simulated_primary_tracks_is_0_3_b_over_pt(small_event, det
     assert len(ratio) > 200 and abs(np.median(ratio) - 1) < 0.03
     a, b = consecutive_pairs(e, d.num_nodes)
     assert len(a) > 100 and float((k[b] - k[a]).abs().median()) < 0.05
+
+
+def test_helix_widths_follow_the_hits_and_the_scattering(small_event, detector):
+    """The consecutive true edges of the simulated primaries above 0.5 GeV: with the
+    helix model's own widths per pair (hit resolution, multiple scattering) almost none
+    costs more than 9 in the pixels and short strips, where the fixed widths (0.1 / m,
+    0.05 rad) reject a third of the pixel pairs; the median cost is near that of a
+    chi-square (0.45 per term) within a factor of ten, not far below it (widths too wide
+    to tell a fake; the scattering is that of 0.5 GeV, wide for the stiffer tracks)."""
+    d = process_event(small_event, detector)
+    e, volume = d.track_edges, d.layer // 1000
+    a, b = consecutive_pairs(e, d.num_nodes)
+    hit = e[1][a]
+    keep = (d.vr[hit] < 1.0) & (d.pt[hit] > 0.5)
+    a, b, hit = a[keep], b[keep], hit[keep]
+    var_k, var_theta = helix_variances(d.pos, e, volume, a, b)
+    dk = transverse_curvature(d.pos, e)
+    dk = dk[b] - dk[a]
+    dtheta = _directions(d.pos.float(), e)[1]
+    dtheta = dtheta[b] - dtheta[a]
+    cost = dk**2 / var_k + dtheta**2 / var_theta
+    fixed = (dk / 0.1) ** 2 + (dtheta / 0.05) ** 2
+    family = volume_family(volume[hit].numpy())
+    for name, most in (("pixel", 0.01), ("short_strip", 0.02)):
+        inside = torch.from_numpy(family == name)
+        assert inside.sum() > 500
+        assert float((cost[inside] > 9).float().mean()) < most
+        assert 0.045 < float((dk[inside] ** 2 / var_k[inside]).median()) < 1.0
+        assert 0.045 < float((dtheta[inside] ** 2 / var_theta[inside]).median()) < 1.0
+    pixel = torch.from_numpy(family == "pixel")
+    assert float((fixed[pixel] > 9).float().mean()) > 0.25
 
 
 def test_stitching_joins_the_halves_of_tracks_whose_middle_edge_is_missing(small_event, detector):

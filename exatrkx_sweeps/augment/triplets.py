@@ -33,6 +33,7 @@ pile-up 200 event after the filter, 0.9 s on 2 cores.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,10 +90,23 @@ def hit_resolution(volume_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     return torch.from_numpy(u).to(dev), torch.from_numpy(v).to(dev), barrel
 
 
-def bend_costs(
-    pos: torch.Tensor, edge_index: torch.Tensor, volume_id: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
-    """The bend cost of each consecutive pair (edge a into a hit, edge b out of it)."""
+class Segments(NamedTuple):
+    """Each edge's segment, and its two hits' position errors across it (mm)."""
+
+    ell: torch.Tensor  # transverse length
+    length: torch.Tensor
+    phi: torch.Tensor  # transverse direction
+    theta: torch.Tensor  # polar angle
+    theta_var: torch.Tensor  # the polar angle's variance from the two hits (rad^2)
+    xy_src: torch.Tensor  # the source hit's error across the segment in (x, y)
+    xy_dst: torch.Tensor  # and the target's
+
+
+def segments(pos: torch.Tensor, edge_index: torch.Tensor, volume_id: torch.Tensor) -> Segments:
+    """Each edge's segment and its hits' errors across it, from the hits' resolution
+    (:func:`hit_resolution`): in (r, z) the coarse axis (z in the barrel, r in an endcap)
+    projected across the segment; in (x, y) the fine axis, and in an endcap also the
+    radial error's share across the segment's transverse direction."""
     src, dst = edge_index
     d = pos[dst] - pos[src]
     ell = torch.hypot(d[:, 0], d[:, 1])
@@ -102,21 +116,31 @@ def bend_costs(
     su, sv, barrel = hit_resolution(volume_id)
     phi_hit = torch.atan2(pos[:, 1], pos[:, 0])
 
-    def across_rz(hit: torch.Tensor) -> torch.Tensor:  # a hit's error across its segment in (r, z)
+    def across_rz(hit: torch.Tensor) -> torch.Tensor:
         return sv[hit] * torch.where(barrel[hit], sin, cos)
 
-    def across_xy(hit: torch.Tensor) -> torch.Tensor:  # and across it in (x, y): u, and r in an endcap
+    def across_xy(hit: torch.Tensor) -> torch.Tensor:
         radial = sv[hit] * torch.sin(phi - phi_hit[hit])
         return torch.where(barrel[hit], su[hit], torch.hypot(su[hit], radial))
 
+    theta_var = (across_rz(src) ** 2 + across_rz(dst) ** 2) / length**2
+    return Segments(ell, length, phi, theta, theta_var, across_xy(src), across_xy(dst))
+
+
+def bend_costs(
+    pos: torch.Tensor, edge_index: torch.Tensor, volume_id: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """The bend cost of each consecutive pair (edge a into a hit, edge b out of it)."""
+    seg = segments(pos, edge_index, volume_id)
+    ell, phi, theta = seg.ell, seg.phi, seg.theta
+    sin = torch.sin(theta)
     # each segment's direction error from its two hits: the polar angle over its length,
     # phi over its transverse length (two hits of one disk can be 0.1 mm apart in (x, y))
-    theta_var = (across_rz(src) ** 2 + across_rz(dst) ** 2) / length**2
-    phi_var = (across_xy(src) ** 2 + across_xy(dst) ** 2) / ell.clamp(min=1e-3) ** 2
+    phi_var = (seg.xy_src**2 + seg.xy_dst**2) / ell.clamp(min=1e-3) ** 2
     dphi = torch.remainder(phi[b] - phi[a] + math.pi, 2 * math.pi) - math.pi
     turn = (ell[a] + ell[b]) / (2 * R_MIN_MM)
     var_phi = turn**2 + (SIGMA_MS / sin[b].clamp(min=0.01)) ** 2 + phi_var[a] + phi_var[b]
-    var_theta = SIGMA_MS**2 + theta_var[a] + theta_var[b]
+    var_theta = SIGMA_MS**2 + seg.theta_var[a] + seg.theta_var[b]
     return dphi**2 / var_phi + (theta[b] - theta[a]) ** 2 / var_theta
 
 

@@ -7,6 +7,6 @@ config is validated before torch is imported; each stage module takes its list f
 GRAPH_METHODS = ("radius", "module_map")  # graph.method (stages/graph.py)
 NEIGHBOUR_BACKENDS = ("auto", "faiss", "kdtree", "torch", "faiss_gpu")  # graph.backend (neighbours.py)
 TRACK_BACKENDS = ("auto", "scipy", "cugraph")  # tracks.backend (tracks.py)
-BEND_MODELS = ("curvature", "direction")  # tracks.bend_model (tracks.py)
+BEND_MODELS = ("curvature", "direction", "helix")  # tracks.bend_model (tracks.py)
 # the gnn group's keys that belong to the stage's training; the rest go to the model
 GNN_TRAINING_KEYS = ("model", "use_cells", "lr", "epochs", "pos_weight", "truth")
