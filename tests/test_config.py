@@ -26,7 +26,10 @@ from .helpers import tiny_cfg
         (["augment.hough=all"], "augment.hough='all': must be one of none, params, votes"),
         (["filter.truth=layer"], "filter.truth='layer': must be one of module, pid"),
         (["tracks.bend_sigma_phi=0"], "tracks.bend_sigma_phi=0: must be a number > 0"),
-        (["tracks.bend_model=spline"], "tracks.bend_model='spline': must be one of curvature, direction, helix"),
+        (
+            ["tracks.bend_model=spline"],
+            "tracks.bend_model='spline': must be one of curvature, direction, helix",
+        ),
         (["train.device=gpu"], "train.device='gpu': must be auto, cpu or cuda[:N]"),
         (["train.device=cuda"], "train.device=cuda: no CUDA device is visible"),
         (["train.device=cpu", "train.precision=16-mixed"], "train.precision=16-mixed: needs a CUDA device"),

@@ -79,7 +79,10 @@ def test_edge_mlp_equals_the_mlp_on_concatenated_hits(edge_dim):
 def test_scoring_in_cache_sized_blocks_gives_the_same_scores(cls, aggregation, monkeypatch):
     """Scoring on a CPU runs the MLPs block by block (models.mlp.SCORING_BLOCK rows) and
     sums messages without copying the edges: every score is what one pass over all rows
-    gives, bit for bit; training and tracing still see the plain one-pass network."""
+    gives, to the last bit or two. Bit for bit on the AMD machines; on an Intel Xeon
+    (MKL, AVX-512) the 1-wide output layer's matrix-vector product sums a 64-row block
+    in another order than 1500 rows, and a logit differs by one unit in the last place.
+    Training and tracing still see the plain one-pass network."""
     from exatrkx_sweeps.models import mlp
 
     x, edges, attr, _ = _graph(n=300, e=1500)
@@ -99,7 +102,8 @@ def test_scoring_in_cache_sized_blocks_gives_the_same_scores(cls, aggregation, m
     whole, passes = scored(x, edges, attr)
     monkeypatch.setattr(mlp, "SCORING_BLOCK", 64)  # 1500 edges, 300 hits: many blocks, a short last one
     blocked, block_passes = scored(x, edges, attr)
-    assert torch.equal(blocked, whole) and block_passes > 3 * passes
+    last_bits = 4 * torch.finfo(whole.dtype).eps * float(whole.abs().max())
+    assert float((blocked - whole).abs().max()) <= last_bits and block_passes > 3 * passes
     with torch.no_grad():
         traced = torch.jit.trace(model, (x, edges, attr), check_trace=False)
     assert torch.equal(traced(x, edges, attr), whole)  # one pass over all rows: any edge count
