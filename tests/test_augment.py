@@ -148,6 +148,42 @@ def test_reflections(small_event, detector):
     assert reflect(d, {}) is d
     flips = [random_reflect(d, ("x", "y", "z"), torch.Generator().manual_seed(s)) for s in range(8)]
     assert len({tuple(torch.sign(f.pos[0]).tolist()) for f in flips}) > 2
+    rb = reflect(d, {"beamline": True})  # x and y together
+    assert torch.equal(rb.pos[:, :2], -d.pos[:, :2]) and torch.equal(rb.pos[:, 2], d.pos[:, 2])
+    assert torch.allclose(torch.cos(rb.cell[:, 8]), -torch.cos(d.cell[:, 8]), atol=1e-5)
+    assert torch.allclose(rb.x[:, 0], d.x[:, 0]) and torch.equal(rb.cell[:, 7], d.cell[:, 7])
+    assert reflect(d, {"x": True, "y": True, "beamline": True}) is d
+    turned = [random_reflect(d, ("beamline",), torch.Generator().manual_seed(s)) for s in range(8)]
+    assert {f is d for f in turned} == {True, False}
+    assert all(
+        torch.equal(torch.sign(f.pos[:, 0] * f.pos[:, 1]), torch.sign(d.pos[:, 0] * d.pos[:, 1]))
+        for f in turned
+    )
+
+
+def test_only_the_beamline_turn_maps_the_tilted_barrel_onto_itself(detector):
+    """The barrel staves all tilt one way: a single x or y reflection gives a detector
+    tilted the other way (why ``augment.reflect=[x]`` misleads a network that reads the
+    cluster shapes), a turn by pi about the beam axis gives the detector itself."""
+    from scipy.spatial import cKDTree
+
+    m = detector.modules
+    barrel = np.isin(m.volume_id.to_numpy(), BARREL_VOLUMES)
+    centres = m[["cx", "cy", "cz"]].to_numpy()
+    normals = detector.rotations[:, :, 2]
+    tree = cKDTree(centres)
+
+    def same_tilt(sign) -> float:
+        """Share of barrel modules whose image's normal is that of the module nearest it."""
+        sign = np.asarray(sign, float)
+        dist, idx = tree.query(centres[barrel] * sign)
+        assert dist.max() < 10  # mm: the image lands on a module either way
+        cos = np.abs((normals[barrel] * sign * normals[idx]).sum(1))
+        return float((cos > np.cos(np.radians(0.1))).mean())
+
+    assert same_tilt([-1, -1, 1]) == 1.0
+    assert same_tilt([-1, 1, 1]) == 0.0 and same_tilt([1, -1, 1]) == 0.0
+    assert same_tilt([1, 1, -1]) == 1.0  # z: the barrel is symmetric
 
 
 def test_edge_weighting(small_event, detector):

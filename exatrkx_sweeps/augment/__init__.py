@@ -5,4 +5,5 @@ validated before torch is imported.
 """
 
 HOUGH_MODES = ("none", "params", "votes")  # augment.hough (hough.py)
-REFLECT_AXES = ("x", "y", "z")  # augment.reflect (reflection.py)
+# augment.reflect (reflection.py): mirror planes, and beamline: x and y together, a turn by pi
+REFLECT_AXES = ("x", "y", "z", "beamline")
