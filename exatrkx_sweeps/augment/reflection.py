@@ -7,9 +7,10 @@ positions, the node features (r, phi, z) and the global cell-shape angles follow
 detector onto itself, every barrel module onto one tilted the same way (the stave
 tilt), and keeps each track's charge. A single x or y reflection does not: it mirrors
 the barrel's tilted staves, so the reflected event comes from a detector whose staves
-tilt the other way, and a network that reads the cluster shapes (``use_cells``, whose
-size across a module follows the track's angle to the tilted module) learns two
-detectors at once. At pile-up 200 the filter trained without reflections keeps 93.9% of
+tilt the other way, and a network learns two detectors at once: most likely through the
+cluster shapes (``use_cells``, whose size across a module follows the track's angle to
+the tilted module), which were not told apart from the hit positions. At pile-up 200
+the filter trained without reflections keeps 93.9% of
 the validation event's true edges and 77.6% of its x-reflected copy's; trained with
 ``[x, y]`` its validation efficiency swung between 78% and 93% from epoch to epoch and
 ended at 92.6% (at 6.8 edges per hit, against 93.9% at 5.9 unreflected; README,
