@@ -246,8 +246,8 @@ def validate(cfg: Mapping) -> dict:
 
 def warn_if_emulated(precision: Any, device_type: str, key: str = "train.precision") -> bool:
     """Logs one warning (and returns True) when ``key`` asks for bf16 on a CPU without
-    bf16 units: it runs, but emulated, several times slower than fp32 (README, "The
-    full-scale setting"). Here, not in devices.py, which the network stages' cache keys
+    bf16 units: it runs, but emulated, several times slower than fp32 (docs/pu200.md,
+    "Which CPU"). Here, not in devices.py, which the network stages' cache keys
     hash (fingerprint.py): a message must not throw away a trained model."""
     if str(precision) != "bf16" or device_type != "cpu" or devices.cpu_has_bf16():
         return False

@@ -4,7 +4,7 @@
 natively (a CPU with AVX-512 BF16 or AMX, a CUDA device that supports it) and in fp32
 elsewhere: on a 2-core CPU with AVX-512 BF16 bf16 autocast made the default GNN's training
 25% faster at the same physics, while a CPU without bf16 units (AVX2 only) emulates it, a
-Linear layer 7.6x slower than in fp32 (README, "The full-scale setting").
+Linear layer 7.6x slower than in fp32 (docs/pu200.md, "Which CPU").
 The CPU case is decided here (``/proc/cpuinfo``), the CUDA case by torch when the run
 starts (``pipeline.run``); a cache key holds the precision it resolved to.
 

@@ -60,7 +60,7 @@ def test_pair_features_geometry_and_the_same_numbers_as_per_pair_angles():
     where the pair's line meets the beamline. The hits' angles are computed once per hit
     and gathered; the numbers are those of computing them per pair, bit for bit, so the
     fitted filters and GNNs trained before keep scoring the same (the full-scale setting's
-    models were carried to the new cache keys on that ground, README)."""
+    models were carried to the new cache keys on that ground, docs/pu200.md, "Each hit's angles once")."""
     # a straight track from the beamline at z = 20 mm, crossing phi = pi between its hits
     phi_a, phi_b = np.pi - 0.01, -np.pi + 0.01
     pos = torch.tensor(

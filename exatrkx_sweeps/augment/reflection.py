@@ -13,7 +13,7 @@ the tilted module), which were not told apart from the hit positions. At pile-up
 the filter trained without reflections keeps 93.9% of
 the validation event's true edges and 77.6% of its x-reflected copy's; trained with
 ``[x, y]`` its validation efficiency swung between 78% and 93% from epoch to epoch and
-ended at 92.6% (at 6.8 edges per hit, against 93.9% at 5.9 unreflected; README,
+ended at 92.6% (at 6.8 edges per hit, against 93.9% at 5.9 unreflected; docs/pu200.md,
 "Reflections"). The seed used x and y reflections, with x and y symmetries of the
 detector up to the charge sign; a z reflection is not a symmetry of the vertex and
 material layout seen by the network, and the seed found it destroys performance, so a

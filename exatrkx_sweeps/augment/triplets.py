@@ -2,7 +2,7 @@
 
 A pair of hits says little about a track in a dense event: at pile-up 200 only 57% of
 the true edges above 0.5 GeV are their hit's best-scored outgoing edge after the filter
-(``benchmarks/bench_losses.py``; README, "The full-scale setting"). Three hits say more:
+(``benchmarks/bench_losses.py``; docs/pu200.md, "Triplet features"). Three hits say more:
 two consecutive segments of a track bend little.
 
 For every edge i -> j of the graph this gives the smallest bend cost over the edges
@@ -11,7 +11,7 @@ k -> i that could precede it and over the edges j -> l that could follow it,
     cost = (dphi / sigma_phi)^2 + (dtheta / sigma_theta)^2
 
 between the two segments' directions, and how many of them are compatible (cost < 9).
-The widths follow the helix and the hits (README, "Triplet features"):
+The widths follow the helix and the hits (docs/pu200.md, "Triplet features"):
 
 * ``sigma_phi``: two consecutive chords of a helix of transverse radius R turn by
   (l_a + l_b) / 2R in the transverse plane (l: their transverse lengths), so the width

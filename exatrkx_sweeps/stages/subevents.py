@@ -8,7 +8,7 @@ optimiser steps. Two cuts, each giving K steps per event for the same arithmetic
   1/K of the event's particles and 1/K of its noise, the density of pile-up 200/K.
   At full density the embedding's hard-negative mining starts from a collapsed space
   it leaves only after many epochs; at pile-up 25 it learns sooner, at a fifth of the
-  cost per step (README, "The full-scale setting"), and its map applies at any density.
+  cost per step (docs/pu200.md), and its map applies at any density.
 * phi sectors (``train.sectors``, the GNN): an edge belongs to the sector of its
   source hit. Message passing also sees the edges within ``train.sector_halo`` radians
   beyond the sector (hits near a border keep their neighbours), while the loss counts
