@@ -106,8 +106,9 @@ def test_auto_precision_is_bf16_where_the_cpu_multiplies_bf16_natively(tmp_path,
 
 
 def test_the_full_scale_setting_asks_for_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, caplog):
-    """An AVX2-only CPU emulates bf16 (docs/pu200.md, "Which CPU": 7x slower than fp32 there): the setting says
-    auto, and an explicit bf16 on such a CPU runs, with a warning that names the fix."""
+    """An AVX2-only CPU emulates bf16 (docs/pu200.md, "Which CPU": 7x slower than fp32
+    there): the setting says auto, and an explicit bf16 on such a CPU runs, with a warning
+    that names the fix."""
     from exatrkx_sweeps import devices
 
     def full_scale(*overrides):
