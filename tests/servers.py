@@ -352,6 +352,16 @@ class SlurmCluster:
         pid = self.root / "munged.pid"
         if pid.exists():
             try:
-                os.kill(int(pid.read_text().strip()), 15)
+                munged = int(pid.read_text().strip())
+                os.kill(munged, signal.SIGTERM)
             except (ProcessLookupError, ValueError):
-                pass
+                return
+            # munged writes its seed file as it exits: wait for that, or the caller's
+            # rmtree runs first and the file is left behind in a directory of its own
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(munged, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
