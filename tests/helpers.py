@@ -1,6 +1,10 @@
-"""Shared helpers for tests: a tiny configuration composed through Hydra."""
+"""Shared helpers for tests: a tiny configuration composed through Hydra, and waiting
+for a condition on servers and processes that change in the background."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from hydra import compose, initialize_config_module
 
@@ -26,3 +30,14 @@ def tiny_cfg(*overrides: str, cache_dir=None):
     extra = [f"cache.dir={cache_dir}"] if cache_dir else []
     with initialize_config_module("exatrkx_sweeps.conf", version_base=None):
         return compose("config", overrides=[*TINY, *extra, *overrides])
+
+
+def wait_until(condition: Callable[[], object], timeout: float, every: float = 0.2) -> bool:
+    """Call ``condition`` every ``every`` seconds until it returns something true (then
+    True) or ``timeout`` seconds have passed (then False, after one last call)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True

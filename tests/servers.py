@@ -26,9 +26,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .helpers import wait_until
+
 
 class Missing(RuntimeError):
     """A server's binaries are not installed, or it did not come up."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -112,15 +122,17 @@ class MlflowServer:
             stderr=open(self.root / "server.log", "a"),  # noqa: SIM115
             start_new_session=True,  # its workers die with it
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.3)
+        if wait_until(self.healthy, timeout, every=0.3):
+            return self
         self.kill()
         raise Missing(f"the MLflow server did not start; see {self.root / 'server.log'}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1):
+                return True
+        except OSError:
+            return False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -321,12 +333,15 @@ class SlurmCluster:
                     stderr=open(r / f"{daemon}.err", "w"),  # noqa: SIM115
                 )
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        state = ""
+
+        def idle() -> bool:
+            nonlocal state
             state = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
-            if state == "idle":
-                return self
-            time.sleep(0.5)
+            return state == "idle"
+
+        if wait_until(idle, timeout, every=0.5):
+            return self
         self.stop()
         raise Missing(f"the SLURM node did not come up (sinfo: {state!r}); see {r}/slurmd.log")
 
@@ -358,10 +373,4 @@ class SlurmCluster:
                 return
             # munged writes its seed file as it exits: wait for that, or the caller's
             # rmtree runs first and the file is left behind in a directory of its own
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(munged, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+            wait_until(lambda: not _alive(munged), 10, every=0.05)

@@ -19,7 +19,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from . import servers
-from .helpers import TINY
+from .helpers import TINY, wait_until
 from .test_sweeper import Sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,18 +129,22 @@ def test_an_mlflow_server_killed_mid_sweep_loses_nothing(tmp_path, mlflow_pg_ser
     sleep_s = 3.0
     args = ("x=range(0,8)", f"sleep={sleep_s}", *_tracked(server.url), "hydra.sweeper.study_name=server_kill")
     workers = [sw.start(*args) for _ in range(2)]
-    deadline = time.time() + 120
     before, fresh = {}, []
-    # kill once two runs have finished and another has just started: a run seen RUNNING
-    # may end before the kill on a loaded machine (the search itself takes time), so wait
-    # for one that began less than half its task's length ago
-    while (len(before) < 2 or not fresh) and time.time() < deadline:
+
+    def two_finished_and_one_fresh() -> bool:
+        # kill once two runs have finished and another has just started: a run seen RUNNING
+        # may end before the kill on a loaded machine (the search itself takes time), so wait
+        # for one that began less than half its task's length ago
+        nonlocal before, fresh
         runs = _runs(server.url, "sweeper_app")
         now_ms = time.time() * 1000
         before = {r.info.run_id: r.data.metrics for r in runs if r.info.status == "FINISHED"}
         fresh = [r for r in runs if r.info.status == "RUNNING" and now_ms - r.info.start_time < 500 * sleep_s]
-        time.sleep(0.2)
-    assert len(before) >= 2 and fresh, "no run finished, or none just started, before the kill"
+        return len(before) >= 2 and bool(fresh)
+
+    assert wait_until(two_finished_and_one_fresh, 120), (
+        "no run finished, or none just started, before the kill"
+    )
     killed = time.time() * 1000
     server.kill()
     time.sleep(5)
@@ -326,12 +330,9 @@ def test_an_mlflow_server_gone_for_good_fails_trials_in_one_line(tmp_path, mlflo
     sw.env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     proc = sw.start("x=range(0,4)", "sleep=3", *_tracked(server.url), "+tracking.wait_s=2",
                     "hydra.sweeper.study_name=gone")  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        status = [r.info.status for r in _runs(server.url, "sweeper_app")]
-        if "FINISHED" in status and "RUNNING" in status:
-            break
-        time.sleep(0.2)
+    wait_until(
+        lambda: {"FINISHED", "RUNNING"} <= {r.info.status for r in _runs(server.url, "sweeper_app")}, 120
+    )
     server.kill()
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-3000:]  # a trial completed

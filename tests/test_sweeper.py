@@ -28,6 +28,8 @@ from exatrkx_sweeps.sweeper.bridge import Reporter
 from exatrkx_sweeps.sweeper.runner import Outcome, Runner, judge
 from exatrkx_sweeps.sweeper.storage import StorageError, open_storage, resolve
 
+from .helpers import wait_until
+
 APP = Path(__file__).parent / "sweeper_app" / "app.py"
 
 # ------------------------------------------------------------------ space ----
@@ -408,9 +410,7 @@ def test_a_sigkilled_workers_trial_is_failed_and_retried(tmp_path):
     args = ("x=range(0,6)", "hang_once=3", "sleep=0.3", "hydra.sweeper.study_name=k")
     first = sw.start(*args)
     hung = sw.runs.with_suffix(".hung-3")
-    deadline = time.time() + 120
-    while not hung.exists() and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(hung.exists, 120, every=0.1)
     second = sw.start(*args)
     time.sleep(1.0)
     os.kill(int(hung.read_text()), signal.SIGKILL)  # the first worker (it runs its trial in-process)
